@@ -1,0 +1,216 @@
+"""MatchConfig: the fields of ALGORITHM.md, validated, loadable from YAML or TOML."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from .errors import ConfigError
+
+__all__ = ["MatchConfig", "STATISTICS", "INTERPOLATIONS", "EXTRAPOLATIONS", "MIN_POINTS"]
+
+STATISTICS = ("MEAN", "MEDIAN", "MEANCLIP")
+#: Interpolation styles, poorest first. NONE samples the nearest coarse cell.
+INTERPOLATIONS = ("NONE", "CONSTANT", "LINEAR", "NATURAL_SPLINE", "AKIMA_SPLINE")
+#: The fewest points each style needs (Rubin's afw values).
+MIN_POINTS = {"NONE": 1, "CONSTANT": 1, "LINEAR": 2, "NATURAL_SPLINE": 3, "AKIMA_SPLINE": 5}
+UNDERSAMPLE_STYLES = ("REDUCE_INTERP_ORDER", "THROW_EXCEPTION")
+EXTRAPOLATIONS = ("quadratic", "linear", "nearest")
+NO_OVERLAP_POLICIES = ("raise", "skip")
+
+
+def _doc(text: str, **kw) -> Any:
+    return field(metadata={"doc": text}, **kw)
+
+
+@dataclass(frozen=True)
+class MatchConfig:
+    """Configuration of background matching.
+
+    Field names and defaults follow Rubin's ``MatchBackgroundsConfig`` in
+    snake_case; ``extrapolation``, ``window_scale`` and ``on_no_overlap`` are
+    bgdask's additions. Every field is checked on construction; a bad value
+    raises :class:`~bgdask.errors.ConfigError` naming the field.
+    """
+
+    ref_visit: int | None = _doc("reference visit; chosen by the cost function when None", default=None)
+    x_bin: int = _doc("superpixel width in tract pixels", default=128)
+    y_bin: int = _doc("superpixel height in tract pixels", default=128)
+    min_frac: float = _doc(
+        "a superpixel is good only with N >= min_frac * x_bin * y_bin counted pixels", default=0.1
+    )
+    bad_mask_planes: tuple[str, ...] = _doc(
+        "pixels with any of these mask planes are ignored",
+        default=("BAD", "SAT", "EDGE", "NO_DATA"),
+    )
+    grid_statistic: str = _doc("superpixel statistic: MEAN, MEDIAN or MEANCLIP", default="MEANCLIP")
+    num_sigma_clip: float = _doc("clipping half-width in standard deviations (MEANCLIP)", default=3.0)
+    num_iter: int = _doc("clipping iterations (MEANCLIP)", default=3)
+    interpolation: str = _doc(
+        "interpolation style: NONE, CONSTANT, LINEAR, NATURAL_SPLINE, AKIMA_SPLINE",
+        default="AKIMA_SPLINE",
+    )
+    undersample_style: str = _doc(
+        "too few points for the style: REDUCE_INTERP_ORDER or THROW_EXCEPTION",
+        default="REDUCE_INTERP_ORDER",
+    )
+    do_smooth: bool = _doc("smooth the binned model with a Gaussian", default=False)
+    smooth_scale: float = _doc("Gaussian sigma of the smoothing, in superpixels", default=2.0)
+    binning: int = _doc("pixel spacing of the coarse per-warp offset grid", default=64)
+    best_ref_weight_chi2: float = _doc("reference cost weight of the plane-fit chi2", default=0.3)
+    best_ref_weight_variance: float = _doc("reference cost weight of the variance", default=0.3)
+    best_ref_weight_global_coverage: float = _doc("reference cost weight of the coverage", default=0.4)
+    extrapolation: str = _doc(
+        "beyond the last good point: quadratic (Rubin), linear or nearest", default="quadratic"
+    )
+    window_scale: float = _doc(
+        "superpixel window size in bins: 2.0 = Rubin's overlapping windows, 1.0 = disjoint bins",
+        default=2.0,
+    )
+    on_no_overlap: str = _doc(
+        "a visit sharing no good superpixel with the reference: raise, or skip it (unmatched)",
+        default="raise",
+    )
+
+    def __post_init__(self):
+        s = object.__setattr__
+        if self.ref_visit is not None:
+            s(self, "ref_visit", _as_int("ref_visit", self.ref_visit))
+        for name in ("x_bin", "y_bin", "binning", "num_iter"):
+            s(self, name, _as_int(name, getattr(self, name)))
+        for name in ("x_bin", "y_bin", "binning"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"config field {name!r} must be a positive integer, got {getattr(self, name)}")
+        if self.num_iter < 0:
+            raise ConfigError(f"config field 'num_iter' must be >= 0, got {self.num_iter}")
+        for name in (
+            "min_frac", "num_sigma_clip", "smooth_scale", "window_scale",
+            "best_ref_weight_chi2", "best_ref_weight_variance", "best_ref_weight_global_coverage",
+        ):
+            s(self, name, _as_float(name, getattr(self, name)))
+        if not 0.0 <= self.min_frac <= 1.0:
+            raise ConfigError(f"config field 'min_frac' must be in [0, 1], got {self.min_frac}")
+        if self.num_sigma_clip <= 0:
+            raise ConfigError(f"config field 'num_sigma_clip' must be > 0, got {self.num_sigma_clip}")
+        if self.smooth_scale <= 0:
+            raise ConfigError(f"config field 'smooth_scale' must be > 0, got {self.smooth_scale}")
+        if not 0.0 < self.window_scale <= 4.0:
+            raise ConfigError(f"config field 'window_scale' must be in (0, 4], got {self.window_scale}")
+        for name in ("best_ref_weight_chi2", "best_ref_weight_variance", "best_ref_weight_global_coverage"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise ConfigError(f"config field {name!r} must be in [0, 1], got {v}")
+        s(self, "grid_statistic", _choice("grid_statistic", self.grid_statistic, STATISTICS, upper=True))
+        s(self, "interpolation", _choice("interpolation", self.interpolation, INTERPOLATIONS, upper=True))
+        s(self, "undersample_style", _choice("undersample_style", self.undersample_style, UNDERSAMPLE_STYLES, upper=True))
+        s(self, "extrapolation", _choice("extrapolation", self.extrapolation, EXTRAPOLATIONS))
+        s(self, "on_no_overlap", _choice("on_no_overlap", self.on_no_overlap, NO_OVERLAP_POLICIES))
+        if not isinstance(self.do_smooth, bool):
+            raise ConfigError(f"config field 'do_smooth' must be true or false, got {self.do_smooth!r}")
+        planes = self.bad_mask_planes
+        if isinstance(planes, str):
+            planes = [planes]
+        try:
+            planes = tuple(str(p).upper() for p in planes)
+        except TypeError:
+            raise ConfigError(f"config field 'bad_mask_planes' must be a list of names, got {planes!r}") from None
+        s(self, "bad_mask_planes", planes)
+
+    # -- construction ------------------------------------------------------
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None, source: str = "config") -> "MatchConfig":
+        d = dict(d or {})
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ConfigError(f"{source}: unknown config field(s) {unknown}; known: {sorted(names)}")
+        try:
+            return cls(**d)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "MatchConfig":
+        """Load a YAML (.yaml/.yml) or TOML (.toml) file. A top-level ``bgdask``
+        or ``match`` table, if present, holds the fields."""
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        try:
+            if path.suffix.lower() == ".toml":
+                d = tomllib.loads(text)
+            else:
+                d = yaml.safe_load(text)
+        except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{path}: cannot parse config ({exc})") from None
+        if d is None:
+            d = {}
+        if not isinstance(d, dict):
+            raise ConfigError(f"{path}: a config file holds a mapping of fields")
+        for key in ("bgdask", "match"):
+            if set(d) == {key} and isinstance(d[key], dict):
+                d = d[key]
+        return cls.from_dict(d, source=str(path))
+
+    def replace(self, **changes) -> "MatchConfig":
+        return dataclasses.replace(self, **changes)
+
+    # -- serialisation -----------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["bad_mask_planes"] = list(self.bad_mask_planes)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @property
+    def good_pixel_threshold(self) -> float:
+        """The least N of a good superpixel: min_frac * x_bin * y_bin."""
+        return self.min_frac * self.x_bin * self.y_bin
+
+    @classmethod
+    def field_docs(cls) -> list[tuple[str, Any, str]]:
+        """(name, default, meaning) of every field, for the docs and --help."""
+        return [(f.name, f.default, f.metadata.get("doc", "")) for f in fields(cls)]
+
+
+def _as_int(name, v):
+    if isinstance(v, bool) or not isinstance(v, (int, float, str)):
+        raise ConfigError(f"config field {name!r} must be an integer, got {v!r}")
+    try:
+        f = float(v)
+    except ValueError:
+        raise ConfigError(f"config field {name!r} must be an integer, got {v!r}") from None
+    if not f.is_integer():
+        raise ConfigError(f"config field {name!r} must be an integer, got {v!r}")
+    return int(f)
+
+
+def _as_float(name, v):
+    if isinstance(v, bool):
+        raise ConfigError(f"config field {name!r} must be a number, got {v!r}")
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        raise ConfigError(f"config field {name!r} must be a number, got {v!r}") from None
+    if f != f or f in (float("inf"), float("-inf")):
+        raise ConfigError(f"config field {name!r} must be finite, got {v!r}")
+    return f
+
+
+def _choice(name, v, choices, upper=False):
+    if not isinstance(v, str):
+        raise ConfigError(f"config field {name!r} must be one of {list(choices)}, got {v!r}")
+    vv = v.upper() if upper else v.lower()
+    if vv not in choices:
+        raise ConfigError(f"config field {name!r} must be one of {list(choices)}, got {v!r}")
+    return vv
