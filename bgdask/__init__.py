@@ -1,3 +1,38 @@
-"""bgdask: background matching of warped exposures, as a Dask workflow."""
+"""bgdask: background matching of warped exposures, as a Dask workflow.
+
+The Python API::
+
+    import bgdask
+    ds = bgdask.open_warps("warps/")                 # lazy (visit, patch) Dataset
+    result = bgdask.match_backgrounds("warps/", "out.zarr", client=client)
+    result.reference_visit, result.table
+"""
 
 __version__ = "0.1.0"
+
+from .config import MatchConfig  # noqa: E402
+from .errors import BgdaskError, ConfigError, GeometryError, InputError, ModelError, StoreError  # noqa: E402
+from .geometry import SkyMap  # noqa: E402
+
+
+def __getattr__(name):
+    # Import the heavier parts (dask, xarray, zarr) on first use.
+    if name == "open_warps":
+        from .collection import open_warps
+
+        return open_warps
+    if name in ("match_backgrounds", "match_arrays", "MatchResult"):
+        from . import pipeline
+
+        return getattr(pipeline, name)
+    if name == "io":
+        import importlib
+
+        return importlib.import_module(".io", __name__)
+    raise AttributeError(f"module 'bgdask' has no attribute {name!r}")
+
+
+__all__ = [
+    "BgdaskError", "ConfigError", "GeometryError", "InputError", "MatchConfig", "ModelError",
+    "SkyMap", "StoreError", "match_arrays", "match_backgrounds", "open_warps", "__version__",
+]

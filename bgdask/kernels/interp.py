@@ -1,0 +1,210 @@
+"""Interpolation kernels: 1-D styles with Rubin's extrapolation, gap filling,
+Gaussian smoothing of a gappy grid, and separable resampling.
+
+Pure functions of NumPy arrays. Styles are Rubin's names (``CONSTANT``,
+``LINEAR``, ``NATURAL_SPLINE``, ``AKIMA_SPLINE``; ``NONE`` behaves as
+``CONSTANT``, the nearest point). Beyond the outermost points a style
+extrapolates from the end point ``x_e`` by
+
+* ``quadratic`` (Rubin): ``f(x_e) + f'(x_e) dx + f''(x_e) dx**2 / 2``,
+* ``linear``: ``f(x_e) + f'(x_e) dx``,
+* ``nearest``: ``f(x_e)``,
+
+with the derivatives of the interpolant at the end point.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.interpolate import Akima1DInterpolator, CubicSpline
+from scipy.ndimage import gaussian_filter
+
+__all__ = [
+    "MIN_POINTS",
+    "UndersampledError",
+    "effective_style",
+    "interpolate_1d",
+    "fill_gaps",
+    "smooth_gappy",
+    "linear_resample",
+    "separable_interpolate",
+]
+
+STYLES = ("NONE", "CONSTANT", "LINEAR", "NATURAL_SPLINE", "AKIMA_SPLINE")
+MIN_POINTS = {"NONE": 1, "CONSTANT": 1, "LINEAR": 2, "NATURAL_SPLINE": 3, "AKIMA_SPLINE": 5}
+
+
+class UndersampledError(ValueError):
+    """Too few points for the interpolation style, and no fallback allowed."""
+
+
+def effective_style(style: str, n_points: int, reduce_order: bool = True) -> str:
+    """The style used for ``n_points`` points: ``style`` itself, or with
+    ``reduce_order`` the richest style the count allows."""
+    if style not in MIN_POINTS:
+        raise ValueError(f"unknown interpolation style {style!r}")
+    if n_points >= MIN_POINTS[style]:
+        return style
+    if not reduce_order:
+        raise UndersampledError(
+            f"{style} interpolation needs at least {MIN_POINTS[style]} points, got {n_points}"
+        )
+    for candidate in ("NATURAL_SPLINE", "LINEAR", "CONSTANT"):
+        if STYLES.index(candidate) < STYLES.index(style) and n_points >= MIN_POINTS[candidate]:
+            return candidate
+    raise UndersampledError(f"no interpolation style works with {n_points} points")
+
+
+def interpolate_1d(
+    x: np.ndarray,
+    y: np.ndarray,
+    xq: np.ndarray,
+    style: str = "AKIMA_SPLINE",
+    extrapolation: str = "quadratic",
+    reduce_order: bool = True,
+) -> np.ndarray:
+    """Interpolate samples ``y`` at increasing ``x`` to ``xq``.
+
+    ``y`` may be 2-D, shape (len(x), m): every column is interpolated at
+    once and the result has shape (len(xq), m).
+    """
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    xq = np.asarray(xq, dtype=np.float64)
+    if x.ndim != 1 or y.shape[0] != x.shape[0]:
+        raise ValueError("x must be 1-D and match y's first axis")
+    if x.size > 1 and not np.all(np.diff(x) > 0):
+        raise ValueError("x must be strictly increasing")
+    style = effective_style(style, x.size, reduce_order)
+    if style in ("NONE", "CONSTANT"):
+        return _nearest(x, y, xq)
+    if style == "LINEAR":
+        interp = _Linear(x, y)
+    elif style == "NATURAL_SPLINE":
+        interp = CubicSpline(x, y, axis=0, bc_type="natural", extrapolate=True)
+    else:
+        interp = Akima1DInterpolator(x, y, axis=0, extrapolate=True)
+    out = interp(xq)
+    lo, hi = xq < x[0], xq > x[-1]
+    for mask, xe in ((lo, x[0]), (hi, x[-1])):
+        if np.any(mask):
+            out[mask] = _extrapolate(interp, xe, xq[mask], extrapolation)
+    return out
+
+
+def _nearest(x, y, xq):
+    if x.size == 1:
+        return np.broadcast_to(y[0], (xq.size,) + y.shape[1:]).copy()
+    right = np.clip(np.searchsorted(x, xq), 1, x.size - 1)
+    left = right - 1
+    # ties go to the left point
+    idx = np.where(xq - x[left] <= x[right] - xq, left, right)
+    return y[idx].copy()
+
+
+def _extrapolate(interp, xe, xq, mode):
+    y0 = interp(np.array([xe]))[0]
+    if mode == "nearest":
+        return np.broadcast_to(y0, (xq.size,) + np.shape(y0)).copy()
+    dx = (xq - xe).reshape((-1,) + (1,) * np.ndim(y0))
+    d1 = interp(np.array([xe]), 1)[0]
+    out = y0 + dx * d1
+    if mode == "quadratic":
+        d2 = interp(np.array([xe]), 2)[0]
+        out = out + 0.5 * dx * dx * d2
+    elif mode != "linear":
+        raise ValueError(f"unknown extrapolation {mode!r}")
+    return out
+
+
+class _Linear:
+    """Piecewise-linear interpolant with derivatives, like scipy's PPoly."""
+
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+        self.slope = np.diff(y, axis=0) / np.diff(x).reshape((-1,) + (1,) * (y.ndim - 1))
+
+    def __call__(self, xq, nu=0):
+        i = np.clip(np.searchsorted(self.x, xq, side="right") - 1, 0, self.x.size - 2)
+        if nu == 1:
+            return self.slope[i]
+        if nu >= 2:
+            return np.zeros_like(self.slope[i])
+        dx = (xq - self.x[i]).reshape((-1,) + (1,) * (self.y.ndim - 1))
+        return self.y[i] + dx * self.slope[i]
+
+
+def fill_gaps(
+    values: np.ndarray,
+    good: np.ndarray,
+    xc: np.ndarray,
+    yc: np.ndarray,
+    style: str = "AKIMA_SPLINE",
+    extrapolation: str = "quadratic",
+    reduce_order: bool = True,
+) -> np.ndarray:
+    """Fill the bad cells of a 2-D grid: along each row through that row's
+    good values, then along each column for what is still undefined.
+
+    ``xc``, ``yc`` are the cell centres along x and y. Cells of a row or
+    column with no good value stay NaN after that pass.
+    """
+    out = np.where(good, values, np.nan).astype(np.float64)
+    for j in range(out.shape[0]):
+        ok = np.isfinite(out[j])
+        if ok.any() and not ok.all():
+            out[j, ~ok] = interpolate_1d(xc[ok], out[j, ok], xc[~ok], style, extrapolation, reduce_order)
+    for i in range(out.shape[1]):
+        ok = np.isfinite(out[:, i])
+        if ok.any() and not ok.all():
+            out[~ok, i] = interpolate_1d(yc[ok], out[ok, i], yc[~ok], style, extrapolation, reduce_order)
+    return out
+
+
+def smooth_gappy(values: np.ndarray, good: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """Gaussian smoothing that ignores bad cells (normalised convolution).
+
+    Returns the smoothed values and the cells that are defined after
+    smoothing (some good cell within the kernel's reach).
+    """
+    w = good.astype(np.float64)
+    v = np.where(good, values, 0.0)
+    num = gaussian_filter(v * w, sigma, mode="constant", cval=0.0)
+    den = gaussian_filter(w, sigma, mode="constant", cval=0.0)
+    defined = den > 1e-12 * max(den.max(), 1e-300)
+    out = np.full(values.shape, np.nan)
+    out[defined] = num[defined] / den[defined]
+    return out, defined
+
+
+def linear_resample(grid: np.ndarray, centers: np.ndarray, xq: np.ndarray, axis: int) -> np.ndarray:
+    """Linear interpolation of ``grid`` along ``axis`` from sample positions
+    ``centers`` (evenly spaced) to ``xq``, extrapolating linearly past the
+    ends. One sample gives a constant."""
+    grid = np.moveaxis(np.asarray(grid, dtype=np.float64), axis, 0)
+    n = centers.size
+    if n == 1:
+        out = np.broadcast_to(grid[:1], (xq.size,) + grid.shape[1:]).copy()
+        return np.moveaxis(out, 0, axis)
+    step = centers[1] - centers[0]
+    t = (xq - centers[0]) / step
+    i0 = np.clip(np.floor(t).astype(np.int64), 0, n - 2)
+    f = (t - i0).reshape((-1,) + (1,) * (grid.ndim - 1))
+    out = grid[i0] * (1.0 - f) + grid[i0 + 1] * f
+    return np.moveaxis(out, 0, axis)
+
+
+def separable_interpolate(
+    grid: np.ndarray,
+    xc: np.ndarray,
+    yc: np.ndarray,
+    xq: np.ndarray,
+    yq: np.ndarray,
+    style: str = "AKIMA_SPLINE",
+    extrapolation: str = "quadratic",
+    reduce_order: bool = True,
+) -> np.ndarray:
+    """Interpolate a fully defined grid (len(yc), len(xc)) to the points
+    ``yq`` x ``xq``: along rows (x) first, then along columns (y)."""
+    rows = interpolate_1d(xc, grid.T, xq, style, extrapolation, reduce_order)  # (len(xq), len(yc))
+    return interpolate_1d(yc, rows.T, yq, style, extrapolation, reduce_order)  # (len(yq), len(xq))
