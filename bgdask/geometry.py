@@ -236,6 +236,9 @@ def infer_skymap(boxes: Mapping[int, Box], tract: int | None = None) -> SkyMap:
             "cannot infer the tract geometry: the warps' boxes fit no regular "
             "patch grid; give a skymap file (--skymap)"
         )
+    if len({(s.num_patches[0], s.patch_inner, s.patch_border) for s in fits}) == 1:
+        # only the number of patch rows beyond the data is open: take the fewest
+        fits = {min(fits, key=lambda s: s.num_patches[1])}
     if len(fits) > 1:
         options = "; ".join(str(s) for s in sorted(fits, key=lambda s: s.num_patches))
         raise GeometryError(

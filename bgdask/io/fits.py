@@ -1,0 +1,477 @@
+"""Read and write warps in the afw FITS layout of the Rubin stack.
+
+An afw ``ExposureF`` / ``MaskedImageF`` file holds three image planes, IMAGE
+(float), MASK (integer bit mask) and VARIANCE (float), each in its own HDU and
+named by an ``EXTTYPE`` (or ``EXTNAME``) card. The box origin of the warp in
+tract pixels is ``(x0, y0) = (-LTV1, -LTV2)``, repeated as the alternate
+linear WCS ``CRVAL1A``/``CRVAL2A``. ``MP_<NAME> = <bit>`` cards name the mask
+bits; the primary header carries the Butler data id as HIERARCH cards
+(``LSST BUTLER DATAID VISIT`` ...). Binary tables after the planes (PSF,
+archive components) are ignored. Planes may be tile-compressed
+(``CompImageHDU``, ``.fits.fz``).
+
+- :func:`read_warp_header` learns everything from the headers alone.
+- :func:`read_plane` reads one plane, or a block of its rows; for plain
+  (uncompressed) HDUs only the bytes of those rows are read from disk.
+- :func:`read_warp` reads the three planes, the header information and the
+  celestial WCS (in the FITS pixel frame of the arrays) into a :class:`Warp`.
+- :func:`write_warp` writes the same layout, atomically.
+
+Every problem with a file raises :class:`~bgdask.errors.InputError` whose
+message starts with the file's path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import uuid
+import warnings
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+from astropy.io import fits
+from astropy.io.fits.verify import VerifyError
+from astropy.wcs import WCS, FITSFixedWarning
+
+from ..errors import InputError
+from ..geometry import Box
+from .warp import PLANES, Warp
+
+__all__ = ["WarpHeader", "read_plane", "read_warp", "read_warp_header", "write_warp"]
+
+#: Errors astropy and numpy raise on unreadable or inconsistent FITS content.
+_FITS_ERRORS = (OSError, EOFError, ValueError, TypeError, KeyError, IndexError, VerifyError)
+
+#: Prefix of the primary-header HIERARCH cards holding the Butler data id.
+_BUTLER = "LSST BUTLER DATAID"
+
+#: Pixel type of each plane in memory.
+_DTYPES = {"image": np.dtype(np.float32), "mask": np.dtype(np.int32), "variance": np.dtype(np.float32)}
+
+#: Lossless tile compression per plane: GZIP without quantization keeps
+#: floats bit-exact (RICE would quantize them); RICE is lossless on integers.
+_COMPRESSION = {
+    "image": {"compression_type": "GZIP_2", "quantize_level": 0},
+    "mask": {"compression_type": "RICE_1"},
+    "variance": {"compression_type": "GZIP_2", "quantize_level": 0},
+}
+
+#: Characters a mask plane name may hold to survive as an ``MP_`` card.
+_MASK_NAME = re.compile(r"[A-Z0-9_-]+")
+
+
+@dataclass(frozen=True)
+class WarpHeader:
+    """What the headers of one warp file say, learned without reading pixels.
+
+    ``hdus`` maps each plane name to its HDU index; ``mask_planes`` maps mask
+    plane names to bit numbers of this file.
+    """
+
+    path: str
+    x0: int
+    y0: int
+    width: int
+    height: int
+    mask_planes: dict[str, int]
+    visit: int | None
+    patch: int | None
+    tract: int | None
+    band: str | None
+    hdus: dict[str, int]
+    compressed: bool
+
+    @property
+    def box(self) -> Box:
+        return Box(self.x0, self.y0, self.width, self.height)
+
+
+# -- opening -----------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _open(path: str) -> Iterator[fits.HDUList]:
+    """Open ``path`` lazily (no pixels read); astropy errors become InputErrors."""
+    try:
+        hdul = fits.open(path, memmap=False, lazy_load_hdus=True)
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found") from None
+    except _FITS_ERRORS as exc:
+        raise InputError(f"{path}: not a readable FITS file ({exc})") from None
+    try:
+        yield hdul
+    except InputError:
+        raise
+    except _FITS_ERRORS as exc:
+        reason = f"{type(exc).__name__}: {exc}"
+        raise InputError(f"{path}: unreadable FITS header or data ({reason})") from None
+    finally:
+        hdul.close()
+
+
+# -- headers -----------------------------------------------------------------
+
+
+def read_warp_header(path: str | os.PathLike) -> WarpHeader:
+    """Parse the headers of the warp file at ``path`` (no pixel data is read)."""
+    path = os.fspath(path)
+    with _open(path) as hdul:
+        return _parse_header(path, hdul)
+
+
+def _parse_header(path: str, hdul: fits.HDUList) -> WarpHeader:
+    hdus = _find_planes(path, hdul)
+    headers = {plane: hdul[index].header for plane, index in hdus.items()}
+    height, width = _common_value(path, "shape", {p: _shape(path, p, h) for p, h in headers.items()})
+    x0, y0 = _common_value(path, "box origin", {p: _origin(path, p, h) for p, h in headers.items()})
+    mask_bitpix = headers["mask"].get("BITPIX")
+    if mask_bitpix not in (8, 16, 32):
+        raise InputError(
+            f"{path}: the MASK plane has BITPIX = {mask_bitpix}; expected 8, 16 or 32 (integers)"
+        )
+    compressed = any(isinstance(hdul[index], fits.CompImageHDU) for index in hdus.values())
+    for plane, index in hdus.items():
+        if not isinstance(hdul[index], fits.CompImageHDU):
+            _check_size(path, hdul, plane, index, rows=height)
+    mask_planes = _mask_planes(path, headers["mask"]) or _mask_planes(path, hdul[0].header)
+    primary = hdul[0].header
+    return WarpHeader(
+        path=path,
+        x0=x0,
+        y0=y0,
+        width=width,
+        height=height,
+        mask_planes=mask_planes,
+        visit=_butler_int(path, primary, "VISIT"),
+        patch=_butler_int(path, primary, "PATCH"),
+        tract=_butler_int(path, primary, "TRACT"),
+        band=_butler_str(primary, "BAND"),
+        hdus=hdus,
+        compressed=compressed,
+    )
+
+
+def _find_planes(path: str, hdul: fits.HDUList) -> dict[str, int]:
+    """Plane name -> HDU index, by EXTTYPE/EXTNAME, else by order if unlabeled."""
+    found: dict[str, int] = {}
+    unlabeled: list[int] = []
+    for index, hdu in enumerate(hdul):
+        if not isinstance(hdu, fits.ImageHDU | fits.PrimaryHDU):
+            continue
+        has_data = _has_pixels(hdu.header)
+        if index == 0 and not has_data:
+            continue
+        plane = _label(hdu.header)
+        if plane is None:
+            if has_data:
+                unlabeled.append(index)
+            continue
+        if plane in found:
+            raise InputError(f"{path}: HDUs {found[plane]} and {index} are both labeled {plane.upper()}")
+        found[plane] = index
+        if len(found) == len(PLANES):
+            break
+    if not found and len(unlabeled) == len(PLANES):
+        return dict(zip(PLANES, unlabeled))
+    missing = [plane.upper() for plane in PLANES if plane not in found]
+    if missing:
+        raise InputError(
+            f"{path}: no {' or '.join(missing)} plane (an image HDU with EXTTYPE or EXTNAME "
+            f"{' / '.join(missing)}){_truncation_hint(path)}"
+        )
+    return {plane: found[plane] for plane in PLANES}
+
+
+def _has_pixels(header: fits.Header) -> bool:
+    naxis = header.get("NAXIS", 0)
+    return naxis > 0 and all(header.get(f"NAXIS{axis}", 0) > 0 for axis in range(1, naxis + 1))
+
+
+def _label(header: fits.Header) -> str | None:
+    """The plane an HDU holds according to its EXTTYPE, else EXTNAME card."""
+    for key in ("EXTTYPE", "EXTNAME"):
+        value = header.get(key)
+        if isinstance(value, str) and value.strip().lower() in PLANES:
+            return value.strip().lower()
+    return None
+
+
+def _truncation_hint(path: str) -> str:
+    size = os.path.getsize(path)
+    return f"; the file size {size} is not a multiple of 2880 bytes: truncated?" if size % 2880 else ""
+
+
+def _shape(path: str, plane: str, header: fits.Header) -> tuple[int, int]:
+    naxis = header.get("NAXIS", 0)
+    shape = tuple(header.get(f"NAXIS{axis}", 0) for axis in range(naxis, 0, -1))
+    if naxis != 2:
+        raise InputError(f"{path}: the {plane.upper()} plane has {naxis} axes {shape}; expected 2")
+    if 0 in shape:
+        raise InputError(f"{path}: the {plane.upper()} plane is empty ({shape[1]} x {shape[0]} pixels)")
+    return shape
+
+
+def _origin(path: str, plane: str, header: fits.Header) -> tuple[int, int]:
+    """(x0, y0) from LTV1/LTV2, cross-checked against CRVAL1A/CRVAL2A."""
+    origin = []
+    for axis in (1, 2):
+        ltv = _integer_card(path, plane, header, f"LTV{axis}")
+        crval = _integer_card(path, plane, header, f"CRVAL{axis}A")
+        if ltv is not None and crval is not None and -ltv != crval:
+            raise InputError(
+                f"{path}: the {plane.upper()} header's LTV{axis} = {ltv} and CRVAL{axis}A = {crval} "
+                f"disagree on the box origin (expected LTV{axis} = -CRVAL{axis}A)"
+            )
+        origin.append(-ltv if ltv is not None else (crval if crval is not None else 0))
+    return origin[0], origin[1]
+
+
+def _integer_card(path: str, plane: str, header: fits.Header, key: str) -> int | None:
+    value = header.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not float(value).is_integer():
+        raise InputError(
+            f"{path}: the {plane.upper()} header's {key} = {value!r} is not a whole pixel offset"
+        )
+    return int(value)
+
+
+def _common_value(path: str, what: str, values: dict[str, tuple[int, int]]) -> tuple[int, int]:
+    if len(set(values.values())) != 1:
+        listed = ", ".join(f"{plane.upper()} {value}" for plane, value in values.items())
+        raise InputError(f"{path}: the planes disagree on their {what}: {listed}")
+    return values["image"]
+
+
+def _check_size(path: str, hdul: fits.HDUList, plane: str, index: int, rows: int) -> None:
+    """Raise unless the file holds the first ``rows`` rows of a plain HDU's data."""
+    header = hdul[index].header
+    needed = hdul.fileinfo(index)["datLoc"] + rows * _row_bytes(header)
+    size = os.path.getsize(path)
+    if size < needed:
+        raise InputError(
+            f"{path}: truncated: the {plane.upper()} plane needs {needed} bytes, the file has {size}"
+        )
+
+
+def _row_bytes(header: fits.Header) -> int:
+    return header["NAXIS1"] * abs(header["BITPIX"]) // 8
+
+
+def _mask_planes(path: str, header: fits.Header) -> dict[str, int]:
+    """Mask plane name -> bit from the ``MP_<NAME>`` cards of ``header``."""
+    planes = {}
+    for key, value in header.items():
+        if not key.upper().startswith("MP_"):
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 32:
+            raise InputError(f"{path}: mask plane card {key} = {value!r} is not a bit number 0-31")
+        planes[key[3:].upper()] = value
+    return planes
+
+
+def _butler_int(path: str, header: fits.Header, field: str) -> int | None:
+    key = f"{_BUTLER} {field}"
+    value = header.get(key)
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*", value):
+        return int(value)
+    raise InputError(f"{path}: primary header card '{key}' = {value!r} is not an integer")
+
+
+def _butler_str(header: fits.Header, field: str) -> str | None:
+    value = header.get(f"{_BUTLER} {field}")
+    return None if value is None else str(value).strip()
+
+
+# -- pixels ------------------------------------------------------------------
+
+
+def read_plane(
+    source: str | os.PathLike | WarpHeader, plane: str, rows: slice | None = None
+) -> np.ndarray:
+    """One plane of a warp (``image``, ``mask`` or ``variance``), or some of its rows.
+
+    ``rows`` selects rows (y, 0-based within the warp) as a slice. Image and
+    variance come back as float32, the mask as int32 with BZERO applied.
+    Plain HDUs are read for the selected rows only; compressed ones decode
+    the tiles holding them. Passing a :class:`WarpHeader` skips re-checking
+    the headers.
+    """
+    if plane not in PLANES:
+        raise ValueError(f"plane must be one of {PLANES}, not {plane!r}")
+    if rows is not None and not isinstance(rows, slice):
+        raise TypeError(f"rows must be a slice or None, not {type(rows).__name__}")
+    path = source.path if isinstance(source, WarpHeader) else os.fspath(source)
+    with _open(path) as hdul:
+        header = source if isinstance(source, WarpHeader) else _parse_header(path, hdul)
+        return _read_rows(header, hdul, plane, rows or slice(None))
+
+
+def _read_rows(header: WarpHeader, hdul: fits.HDUList, plane: str, rows: slice) -> np.ndarray:
+    wanted = range(*rows.indices(header.height))
+    if not wanted:
+        return np.empty((0, header.width), dtype=_DTYPES[plane])
+    first, stop = min(wanted), max(wanted) + 1
+    index = header.hdus[plane]
+    hdu = hdul[index]
+    if not isinstance(hdu, fits.CompImageHDU):
+        _check_size(header.path, hdul, plane, index, rows=stop)
+    block = hdu.section[first:stop]
+    if wanted.step != 1:
+        block = block[np.asarray(wanted) - first]
+    # A mask wider than int32 (uint32 via BZERO) wraps around, keeping its bits.
+    return np.array(block, dtype=_DTYPES[plane])
+
+
+def read_warp(path: str | os.PathLike) -> Warp:
+    """All planes of the warp file at ``path``, with its header information."""
+    path = os.fspath(path)
+    with _open(path) as hdul:
+        header = _parse_header(path, hdul)
+        planes = {plane: _read_rows(header, hdul, plane, slice(None)) for plane in PLANES}
+        wcs = _celestial_wcs(path, hdul[header.hdus["image"]].header)
+    return Warp(
+        **planes,
+        x0=header.x0,
+        y0=header.y0,
+        mask_planes=dict(header.mask_planes),
+        visit=header.visit,
+        patch=header.patch,
+        tract=header.tract,
+        band=header.band,
+        wcs=wcs,
+        path=path,
+    )
+
+
+def _celestial_wcs(path: str, header: fits.Header) -> WCS | None:
+    """The celestial WCS of an image header, or None when it has none."""
+    if "CTYPE1" not in header and "CTYPE2" not in header:
+        return None  # at most the alternate linear WCS 'A' of the box origin
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FITSFixedWarning)
+            wcs = WCS(header)
+    except Exception as exc:  # wcslib reports bad cards with many exception types
+        raise InputError(f"{path}: the IMAGE header's WCS is unreadable ({exc})") from None
+    return _celestial(wcs) if wcs.has_celestial else None
+
+
+def _celestial(wcs: WCS) -> WCS:
+    return wcs if wcs.naxis == 2 else wcs.celestial
+
+
+# -- writing -----------------------------------------------------------------
+
+
+def write_warp(
+    path: str | os.PathLike, warp: Warp, *, overwrite: bool = False, compress: bool = False
+) -> None:
+    """Write ``warp`` to ``path`` in the afw layout, atomically.
+
+    The file appears under its final name only once complete. An existing
+    file is replaced only with ``overwrite=True``. ``compress=True`` writes
+    losslessly tile-compressed planes (one row per tile).
+    """
+    path = os.fspath(path)
+    if os.path.exists(path) and not overwrite:
+        raise InputError(f"{path}: file exists; pass overwrite=True to replace it")
+    _write_atomic(path, _warp_hdus(path, warp, compress))
+
+
+def _warp_hdus(path: str, warp: Warp, compress: bool) -> fits.HDUList:
+    arrays = _checked_planes(path, warp)
+    cards = [] if warp.wcs is None else list(_celestial(warp.wcs).to_header(relax=True).cards)
+    cards.extend(_plane_cards(int(warp.x0), int(warp.y0)))
+    hdus: list[fits.PrimaryHDU | fits.ImageHDU] = [fits.PrimaryHDU(header=_primary_header(warp))]
+    for plane in PLANES:
+        header = fits.Header([("EXTTYPE", plane.upper()), *cards])
+        if plane == "mask":
+            header.extend(_mask_cards(path, warp.mask_planes))
+        if compress:
+            hdu = fits.CompImageHDU(arrays[plane], header, name=plane.upper(), **_COMPRESSION[plane])
+        else:
+            hdu = fits.ImageHDU(arrays[plane], header, name=plane.upper())
+        hdus.append(hdu)
+    return fits.HDUList(hdus)
+
+
+def _checked_planes(path: str, warp: Warp) -> dict[str, np.ndarray]:
+    arrays = {plane: np.asarray(getattr(warp, plane)) for plane in PLANES}
+    shapes = {plane: array.shape for plane, array in arrays.items()}
+    if len(set(shapes.values())) != 1 or len(shapes["image"]) != 2 or 0 in shapes["image"]:
+        raise InputError(
+            f"{path}: cannot write planes of shapes {shapes}; they need one non-empty 2-d shape"
+        )
+    if not np.issubdtype(arrays["mask"].dtype, np.integer):
+        dtype = arrays["mask"].dtype
+        raise InputError(f"{path}: cannot write a mask of type {dtype}; it must be integer")
+    # uint32 masks wrap around to int32, keeping their bits.
+    return {plane: array.astype(_DTYPES[plane], copy=False) for plane, array in arrays.items()}
+
+
+def _primary_header(warp: Warp) -> fits.Header:
+    header = fits.Header()
+    for field in ("visit", "patch", "tract"):
+        value = getattr(warp, field)
+        if value is not None:
+            header[f"HIERARCH {_BUTLER} {field.upper()}"] = int(value)
+    if warp.band is not None:
+        header[f"HIERARCH {_BUTLER} BAND"] = str(warp.band)
+    return header
+
+
+def _plane_cards(x0: int, y0: int) -> list[tuple]:
+    """The box origin as LTV cards and as the alternate linear WCS 'A'."""
+    return [
+        ("LTV1", -x0),
+        ("LTV2", -y0),
+        ("CTYPE1A", "LINEAR", "Type of projection"),
+        ("CTYPE2A", "LINEAR", "Type of projection"),
+        ("CRPIX1A", 1, "Column Pixel Coordinate of Reference"),
+        ("CRPIX2A", 1, "Row Pixel Coordinate of Reference"),
+        ("CRVAL1A", x0, "Column pixel of Reference Pixel"),
+        ("CRVAL2A", y0, "Row pixel of Reference Pixel"),
+        ("CUNIT1A", "PIXEL", "Column unit"),
+        ("CUNIT2A", "PIXEL", "Row unit"),
+    ]
+
+
+def _mask_cards(path: str, mask_planes: dict[str, int]) -> list[tuple[str, int]]:
+    cards = []
+    for name, bit in sorted(mask_planes.items(), key=lambda item: item[1]):
+        if not _MASK_NAME.fullmatch(name) or not 0 <= int(bit) < 32:
+            raise InputError(
+                f"{path}: cannot write mask plane {name!r} = {bit!r}: names take A-Z, 0-9, '_', '-' "
+                "and bits 0-31"
+            )
+        key = f"MP_{name}"
+        cards.append((key if len(key) <= 8 else f"HIERARCH {key}", int(bit)))
+    return cards
+
+
+def _write_atomic(path: str, hdul: fits.HDUList) -> None:
+    """Write to a temporary file beside ``path``, then rename it into place."""
+    directory, name = os.path.split(os.path.abspath(path))
+    temporary = os.path.join(directory, f".{name}.{uuid.uuid4().hex}.tmp")
+    try:
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        with os.fdopen(descriptor, "wb") as stream:
+            hdul.writeto(stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException as exc:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        if isinstance(exc, OSError):
+            raise InputError(f"{path}: cannot write ({exc})") from None
+        raise

@@ -1,0 +1,138 @@
+"""Interpolation styles, fallbacks and extrapolation modes (ALGORITHM.md step 2)."""
+
+import numpy as np
+import pytest
+
+from bgdask.kernels.interp import (UndersampledError, effective_style, fill_gaps, interpolate_1d,
+                                   linear_resample, separable_interpolate, smooth_gappy)
+
+X = np.arange(8.0) * 10.0
+XQ = np.linspace(0.0, 70.0, 141)
+
+
+def const(t):
+    return 3.0 + 0.0 * t
+
+
+def line(t):
+    return 2.0 * t - 1.0
+
+
+def quad(t):
+    return 0.01 * t**2 - 0.3 * t + 2.0
+
+
+def cubic(t):
+    return 1e-4 * t**3 - 0.01 * t**2 + t
+
+
+@pytest.mark.parametrize("style, exact_for", [
+    ("CONSTANT", [const]),
+    ("LINEAR", [const, line]),
+    ("NATURAL_SPLINE", [const, line]),
+    ("AKIMA_SPLINE", [const, line, quad]),
+])
+def test_styles_reproduce_what_they_should(style, exact_for):
+    for f in exact_for:
+        np.testing.assert_allclose(interpolate_1d(X, f(X), XQ, style), f(XQ), atol=1e-10)
+
+
+def test_constant_is_the_nearest_point():
+    y = np.array([1.0, 5.0, 2.0])
+    out = interpolate_1d(np.array([0.0, 10.0, 20.0]), y, np.array([4.0, 5.0, 6.0, 16.0]), "CONSTANT")
+    np.testing.assert_array_equal(out, [1.0, 1.0, 5.0, 2.0])
+
+
+@pytest.mark.parametrize("style", ["NATURAL_SPLINE", "AKIMA_SPLINE"])
+def test_splines_converge_on_a_cubic(style):
+    """Splines are not exact on a general cubic; their error falls fast with spacing."""
+    errs = []
+    for n in (8, 16, 32):
+        x = np.linspace(0.0, 70.0, n)
+        errs.append(np.abs(interpolate_1d(x, cubic(x), XQ, style) - cubic(XQ)).max())
+    assert errs[0] / errs[2] > 10  # at least second order overall
+    assert errs[2] < 0.01
+
+
+@pytest.mark.parametrize("style, n, expected", [
+    ("AKIMA_SPLINE", 5, "AKIMA_SPLINE"), ("AKIMA_SPLINE", 4, "NATURAL_SPLINE"),
+    ("AKIMA_SPLINE", 3, "NATURAL_SPLINE"), ("AKIMA_SPLINE", 2, "LINEAR"),
+    ("AKIMA_SPLINE", 1, "CONSTANT"), ("NATURAL_SPLINE", 2, "LINEAR"), ("LINEAR", 1, "CONSTANT"),
+    ("CONSTANT", 1, "CONSTANT"),
+])
+def test_reduce_interp_order(style, n, expected):
+    assert effective_style(style, n) == expected
+
+
+def test_fallback_values_and_throw():
+    x, y = np.array([0.0, 10.0]), np.array([1.0, 3.0])
+    np.testing.assert_allclose(interpolate_1d(x, y, np.array([5.0]), "AKIMA_SPLINE"), [2.0])
+    with pytest.raises(UndersampledError, match="AKIMA_SPLINE.*5"):
+        interpolate_1d(x, y, np.array([5.0]), "AKIMA_SPLINE", reduce_order=False)
+    with pytest.raises(UndersampledError):
+        effective_style("LINEAR", 0)
+
+
+def test_extrapolation_modes():
+    xq = np.array([-20.0, -5.0, 75.0, 100.0])
+    # Akima is exact on a quadratic, so Rubin's quadratic extrapolation continues it exactly
+    np.testing.assert_allclose(interpolate_1d(X, quad(X), xq, "AKIMA_SPLINE", "quadratic"), quad(xq), atol=1e-9)
+    # linear: the tangent at the end point
+    lin = interpolate_1d(X, quad(X), xq, "AKIMA_SPLINE", "linear")
+    dq = lambda t: 0.02 * t - 0.3  # noqa: E731
+    ends = np.where(xq < 0, 0.0, 70.0)
+    np.testing.assert_allclose(lin, quad(ends) + dq(ends) * (xq - ends), atol=1e-9)
+    # nearest: the end value
+    np.testing.assert_allclose(interpolate_1d(X, quad(X), xq, "AKIMA_SPLINE", "nearest"), quad(ends))
+    # a LINEAR style has no curvature: quadratic == linear extrapolation
+    a = interpolate_1d(X, quad(X), xq, "LINEAR", "quadratic")
+    b = interpolate_1d(X, quad(X), xq, "LINEAR", "linear")
+    np.testing.assert_array_equal(a, b)
+    # CONSTANT extrapolates flat
+    np.testing.assert_array_equal(interpolate_1d(X, quad(X), xq, "CONSTANT", "quadratic"), quad(ends))
+
+
+def test_vectorised_columns_equal_one_at_a_time():
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=(8, 5))
+    out = interpolate_1d(X, y, XQ, "AKIMA_SPLINE")
+    for j in range(5):
+        np.testing.assert_array_equal(out[:, j], interpolate_1d(X, y[:, j], XQ, "AKIMA_SPLINE"))
+
+
+def test_fill_gaps_rows_then_columns():
+    xc = np.arange(6) * 10.0 + 5
+    yc = np.arange(5) * 10.0 + 5
+    yy, xx = np.meshgrid(yc, xc, indexing="ij")
+    truth = 1.0 + 0.5 * xx - 0.25 * yy
+    good = np.ones_like(truth, dtype=bool)
+    good[1, 2:4] = False       # gap inside a row
+    good[3, :] = False         # a whole row: filled by the column pass
+    good[:, 0] = False         # a whole column: extrapolated along rows
+    out = fill_gaps(truth, good, xc, yc, "AKIMA_SPLINE")
+    np.testing.assert_allclose(out, truth, atol=1e-9)  # a plane is reproduced
+    np.testing.assert_array_equal(out[good], truth[good])
+
+
+def test_smooth_gappy_ignores_bad_cells():
+    v = np.full((9, 9), 4.0)
+    good = np.ones_like(v, dtype=bool)
+    v[4, 4], good[4, 4] = 1e6, False   # a wild bad value must not leak
+    out, defined = smooth_gappy(v, good, 1.5)
+    assert defined.all()
+    np.testing.assert_allclose(out, 4.0)
+
+
+def test_linear_resample_is_exact_for_planes_and_extrapolates():
+    centers = np.arange(4) * 128 + 64.0
+    grid = 3.0 + 0.1 * centers
+    xq = np.array([0.0, 64.0, 100.0, 500.0])
+    np.testing.assert_allclose(linear_resample(grid, centers, xq, axis=0), 3.0 + 0.1 * xq)
+
+
+def test_separable_interpolate_plane():
+    xc, yc = np.arange(6) * 64 + 32.0, np.arange(5) * 64 + 32.0
+    g = 2.0 + 0.01 * xc[None, :] - 0.02 * yc[:, None]
+    xq, yq = np.arange(0, 384.0), np.arange(10, 300.0)
+    out = separable_interpolate(g, xc, yc, xq, yq)
+    np.testing.assert_allclose(out, 2.0 + 0.01 * xq[None, :] - 0.02 * yq[:, None], atol=1e-10)
