@@ -355,7 +355,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
-    logging.getLogger("distributed").setLevel(logging.WARNING)
+    import distributed  # noqa: F401 - configures its loggers; quiet them below
+
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith(("distributed", "dask_jobqueue")):
+            logging.getLogger(name).setLevel(logging.WARNING if not args.verbose else logging.INFO)
     warnings.simplefilter("default", UserWarning)
     try:
         return args.func(args)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 import dask.array as da
@@ -38,19 +39,22 @@ def open_warps(source, skymap: SkyMap | str | os.PathLike | None = None,
     visits, patches = catalog.visits, catalog.patches
     h, w = sm.max_outer_shape
     rows = min(int((chunks or {}).get("y", h)), h)
-    table = np.empty((len(visits), len(patches), 1, 1), dtype=object)
+    row_chunks = _split(h, rows)
+    # one object cell per output chunk: each task gets only its own warp's entry
+    table = np.empty((len(visits), len(patches), len(row_chunks), 1), dtype=object)
     present = np.zeros((len(visits), len(patches)), dtype=bool)
     for vi, v in enumerate(visits):
         for pi, p in enumerate(patches):
-            table[vi, pi, 0, 0] = catalog.entries.get((v, p))
+            table[vi, pi, :, 0] = catalog.entries.get((v, p))
             present[vi, pi] = (v, p) in catalog.entries
-    refs = da.from_array(table, chunks=(1, 1, 1, 1))
-    out_chunks = ((1,) * len(visits), (1,) * len(patches), _split(h, rows), (w,))
+    token = _token(catalog, rows)
+    refs = da.from_array(table, chunks=(1, 1, 1, 1), name=f"warp-refs-{token}")
+    out_chunks = ((1,) * len(visits), (1,) * len(patches), row_chunks, (w,))
     data_vars = {}
     for plane in ("image", "mask", "variance"):
         arr = da.map_blocks(
             _load_block, refs, plane=plane, target=catalog.mask_planes, width=w,
-            chunks=out_chunks, dtype=DTYPE[plane], name=f"open-warps-{plane}-{_token(catalog, plane, rows)}",
+            chunks=out_chunks, dtype=DTYPE[plane], name=f"open-warps-{plane}-{token}",
             meta=np.empty((0, 0, 0, 0), dtype=DTYPE[plane]),
         )
         data_vars[plane] = (("visit", "patch", "y", "x"), arr)
@@ -74,10 +78,11 @@ def _split(n: int, size: int) -> tuple[int, ...]:
     return tuple(min(size, n - s) for s in range(0, n, size))
 
 
-def _token(catalog: Catalog, plane: str, rows: int) -> str:
-    from dask.base import tokenize
-
-    return tokenize(catalog.source, [(e.visit, e.patch, e.path) for e in catalog], plane, rows)
+def _token(catalog: Catalog, rows: int) -> str:
+    h = hashlib.sha1(f"{catalog.source}|{rows}".encode())
+    for e in catalog:
+        h.update(f"{e.visit},{e.patch},{e.path};".encode())
+    return h.hexdigest()
 
 
 def _load_block(refs: np.ndarray, plane: str, target: dict, width: int, block_info=None) -> np.ndarray:

@@ -98,13 +98,14 @@ class Catalog:
         """The tract geometry: from ``skymap`` (object or YAML path) or
         inferred from the boxes; every warp's box is checked against it."""
         if skymap is None:
+            boxes = self.boxes()
             for e in self.entries.values():
-                first = self.boxes()[e.patch]
+                first = boxes[e.patch]
                 if e.box != first:
                     raise InputError(
                         f"{e.path}: box {e.box} differs from patch {e.patch}'s box {first} in another warp"
                     )
-            skymap = infer_skymap(self.boxes(), tract=self.tract)
+            skymap = infer_skymap(boxes, tract=self.tract)
             if log:
                 log(f"inferred tract geometry: {skymap}")
         elif not isinstance(skymap, SkyMap):
