@@ -87,6 +87,11 @@ def _run_match(args, source, output, cfg, skymap=None, overwrite=None):
                 progress=progress, echo=_echo,
             )
     result.timings["total"] = time.perf_counter() - t0
+    if report:
+        from .io.store import set_attrs
+
+        set_attrs(result.store, performance_report=str(Path(report).resolve()))
+        _echo(f"dask performance report: {report}")
     for stage, seconds in result.timings.items():
         _echo(f"{stage}: {seconds:.2f} s")
     return result

@@ -352,42 +352,20 @@ def match_backgrounds(
     group = None
     if resume and Path(output).exists():
         group = zstore.check_resumable(output, fp)
-    elif Path(output).exists() and not overwrite:
-        raise StoreError(f"{output}: already exists; use --resume to finish it or --overwrite to replace it")
+    elif Path(output).exists():
+        if not overwrite:
+            raise StoreError(f"{output}: already exists; use --resume to finish it or --overwrite to replace it")
+        zstore.check_replaceable(output)
 
     if group is not None and group.attrs.get("models_done"):
-        ref, stored, table_rows = zstore.read_models(output)
-        models = {}
-        for v in visits:
-            t = table_rows[v]
-            status = {c: s for s, c in zstore.STATUS_CODES.items()}[int(t["status"])]
-            models[v] = VisitModel(v, stored[v], int(t["n_good"]), t["model_mean"], t["model_rms"],
-                                   t["fit_rms"], status)
-        ref_table = {v: {k: table_rows[v][k] for k in ("ref_chi2", "ref_variance", "ref_coverage", "ref_cost")}
-                     for v in visits}
+        ref, ref_table, models = _stored_models(output, visits)
         say(f"resuming {output}: models from the store, reference visit {ref}")
     else:
-        if group is None:
-            h, w = sm.max_outer_shape
-            boxes = {p: (b.x0, b.y0, b.width, b.height) for p, b in ((p, sm.outer_box(p)) for p in patches)}
-            cells = {p: coarse_cells(sm.outer_box(p), cfg, plan.coarse) for p in patches}
-            origin = {p: (c[1][0], c[0][0]) for p, c in cells.items()}
-            cmax = (max(c[1][1] - c[1][0] for c in cells.values()),
-                    max(c[0][1] - c[0][0] for c in cells.values()))
-            present = np.zeros((len(visits), len(patches)), dtype=bool)
-            for v, p in catalog.entries:
-                present[vidx[v], pidx[p]] = True
-            zstore.create_store(
-                output, visits=visits, patches=patches, present=present, boxes=boxes,
-                coarse_origin=origin, coarse_max=cmax, warp_shape=(h, w), grid_shape=plan.grid,
-                chunk_rows=chunk_rows, overwrite=overwrite,
-                attrs={"config": cfg.to_json(), "skymap": json.dumps(sm.to_dict()),
-                       "mask_planes": json.dumps(catalog.mask_planes), "fingerprint": fp,
-                       "source": os.path.abspath(catalog.source)},
-            )
+        # stages A and B first: bad input fails here, before any store exists
         ref, ref_table, models = _models_and_reference(plan, ex, timings)
-        table = _table(visits, ref_table, models)
-        zstore.write_models(output, visits, models, _table_dict(table), ref)
+        if group is None:
+            _create(output, plan, catalog, fp, chunk_rows, overwrite)
+        zstore.write_models(output, visits, models, _table_dict(_table(visits, ref_table, models)), ref)
 
     table = _table(visits, ref_table, models)
     say(f"reference visit: {ref}")
@@ -400,6 +378,40 @@ def match_backgrounds(
     if not complete:
         raise StoreError(f"{output}: some warps were not written; run again with --resume")
     return MatchResult(ref, table, models, sm, cfg, store=output, unusable=unusable, timings=timings)
+
+
+def _create(output, plan, catalog, fp, chunk_rows, overwrite) -> None:
+    """The store's template: metadata, index variables, no pixel."""
+    sm, cfg, visits, patches = plan.skymap, plan.cfg, plan.visits, plan.patches
+    cells = {p: coarse_cells(sm.outer_box(p), cfg, plan.coarse) for p in patches}
+    present = np.zeros((len(visits), len(patches)), dtype=bool)
+    vidx = {v: i for i, v in enumerate(visits)}
+    pidx = {p: i for i, p in enumerate(patches)}
+    for v, p in catalog.entries:
+        present[vidx[v], pidx[p]] = True
+    zstore.create_store(
+        output, visits=visits, patches=patches, present=present,
+        boxes={p: (b.x0, b.y0, b.width, b.height) for p, b in ((p, sm.outer_box(p)) for p in patches)},
+        coarse_origin={p: (c[1][0], c[0][0]) for p, c in cells.items()},
+        coarse_max=(max(c[1][1] - c[1][0] for c in cells.values()),
+                    max(c[0][1] - c[0][0] for c in cells.values())),
+        warp_shape=sm.max_outer_shape, grid_shape=plan.grid, chunk_rows=chunk_rows, overwrite=overwrite,
+        attrs={"config": cfg.to_json(), "skymap": json.dumps(sm.to_dict()),
+               "mask_planes": json.dumps(catalog.mask_planes), "fingerprint": fp,
+               "source": os.path.abspath(catalog.source)},
+    )
+
+
+def _stored_models(output, visits):
+    """Reference, reference table and models as a finished stage B stored them."""
+    ref, stored, rows = zstore.read_models(output)
+    names = {c: s for s, c in zstore.STATUS_CODES.items()}
+    models = {v: VisitModel(v, stored[v], int(rows[v]["n_good"]), rows[v]["model_mean"],
+                            rows[v]["model_rms"], rows[v]["fit_rms"], names[int(rows[v]["status"])])
+              for v in visits}
+    ref_table = {v: {k: rows[v][k] for k in ("ref_chi2", "ref_variance", "ref_coverage", "ref_cost")}
+                 for v in visits}
+    return ref, ref_table, models
 
 
 def _table_dict(table) -> dict[int, dict]:

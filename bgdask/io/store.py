@@ -47,6 +47,8 @@ __all__ = [
     "finish_warp",
     "write_models",
     "mark_complete",
+    "set_attrs",
+    "check_replaceable",
     "fingerprint",
 ]
 
@@ -141,13 +143,17 @@ def _attr(v):
     return v if isinstance(v, (str, int, float, bool)) or v is None else json.dumps(v)
 
 
-def _remove(path: Path) -> None:
-    if (path / "zarr.json").exists() or (path / ".zgroup").exists():
-        shutil.rmtree(path)
-    elif path.is_dir() and not any(path.iterdir()):
-        path.rmdir()
-    else:
+def check_replaceable(path: str | os.PathLike) -> None:
+    """Raise unless ``path`` is a Zarr store or an empty directory (safe to replace)."""
+    path = Path(path)
+    is_store = (path / "zarr.json").exists() or (path / ".zgroup").exists()
+    if not (is_store or (path.is_dir() and not any(path.iterdir()))):
         raise StoreError(f"{path}: exists and is not a Zarr store; refusing to overwrite it")
+
+
+def _remove(path: Path) -> None:
+    check_replaceable(path)
+    shutil.rmtree(path)
 
 
 def open_store(path: str | os.PathLike, mode: str = "r") -> zarr.Group:
@@ -203,13 +209,11 @@ def write_models(path: str, visits, models, table: Mapping[int, Mapping[str, flo
 
 def mark_complete(path: str, extra_attrs: Mapping[str, object] | None = None) -> bool:
     """Set ``complete`` when every present warp is done; returns it."""
-    group = open_store(path, mode="r+")
+    group = open_store(path)
     present = np.asarray(group["present"][:])
     done = np.asarray(group["done"][:])
     complete = bool(np.all(done[present]))
-    attrs = {k: _attr(v) for k, v in (extra_attrs or {}).items()}
-    group.attrs.update(complete=complete, **attrs)
-    zarr.consolidate_metadata(str(path))
+    set_attrs(path, complete=complete, **(extra_attrs or {}))
     return complete
 
 
@@ -223,3 +227,10 @@ def read_models(path: str):
         for i, v in enumerate(visits)
     }
     return int(group.attrs["reference_visit"]), {v: diff[i] for i, v in enumerate(visits)}, table
+
+
+def set_attrs(path: str, **attrs) -> None:
+    """Add attributes to a store (and refresh its consolidated metadata)."""
+    group = open_store(path, mode="r+")
+    group.attrs.update({k: _attr(v) for k, v in attrs.items()})
+    zarr.consolidate_metadata(str(path))
