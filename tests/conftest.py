@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from bgdask.simulate import make_tract, write_tract
 
-#: True on CI, where tests that need SLURM or Chromium must fail, not skip.
-ON_CI = bool(os.environ.get("CI"))
 
 
 def pytest_configure(config):
