@@ -7,7 +7,6 @@ import pytest
 from bgdask.simulate import make_tract, write_tract
 
 
-
 def pytest_configure(config):
     config.addinivalue_line("markers", "slurm: needs the single-node SLURM of deploy/slurm")
     config.addinivalue_line("markers", "slow: takes more than a few seconds")
