@@ -10,6 +10,21 @@ The Python API::
 
 __version__ = "0.1.0"
 
+
+def _load_dask_config() -> None:
+    """Register bgdask.yaml's defaults with dask.config (Dask's convention for libraries)."""
+    import os
+
+    import dask.config
+    import yaml
+
+    path = os.path.join(os.path.dirname(__file__), "bgdask.yaml")
+    with open(path) as fh:
+        dask.config.update_defaults(yaml.safe_load(fh))
+
+
+_load_dask_config()
+
 from .config import MatchConfig  # noqa: E402
 from .errors import BgdaskError, ConfigError, GeometryError, InputError, ModelError, StoreError  # noqa: E402
 from .geometry import SkyMap  # noqa: E402

@@ -83,7 +83,7 @@ def _run_match(args, source, output, cfg, skymap=None, overwrite=None):
                 source, output, cfg, client, skymap=skymap,
                 resume=getattr(args, "resume", False),
                 overwrite=args.overwrite if overwrite is None else overwrite,
-                chunk_rows=getattr(args, "chunk_rows", None) or _default_chunk_rows(),
+                chunk_rows=getattr(args, "chunk_rows", None),
                 progress=progress, echo=_echo,
             )
     result.timings["total"] = time.perf_counter() - t0
@@ -95,12 +95,6 @@ def _run_match(args, source, output, cfg, skymap=None, overwrite=None):
     for stage, seconds in result.timings.items():
         _echo(f"{stage}: {seconds:.2f} s")
     return result
-
-
-def _default_chunk_rows() -> int:
-    from .pipeline import DEFAULT_CHUNK_ROWS
-
-    return DEFAULT_CHUNK_ROWS
 
 
 def cmd_match(args) -> int:
@@ -300,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--performance-report", default=None, metavar="FILE",
                    help="write Dask's performance report (HTML) to FILE")
-    p.add_argument("--chunk-rows", type=int, default=None, help="rows per stage-C block (default 1024)")
+    p.add_argument("--chunk-rows", type=int, default=None, help="rows per stage-C block and output chunk (default: dask config bgdask.chunk-rows, 1024)")
     add_cluster_arguments(p)
     p.set_defaults(func=cmd_match)
 

@@ -46,8 +46,14 @@ __all__ = ["MatchResult", "match_arrays", "match_backgrounds", "SerialExecutor",
 
 log = logging.getLogger("bgdask")
 
-#: Rows per stage-C block: a 4200-pixel-wide warp block of 1024 rows is 17 MB a plane.
+#: Rows per stage-C block (dask config ``bgdask.chunk-rows``, bgdask.yaml).
 DEFAULT_CHUNK_ROWS = 1024
+
+
+def default_chunk_rows() -> int:
+    import dask.config
+
+    return int(dask.config.get("bgdask.chunk-rows", DEFAULT_CHUNK_ROWS))
 
 TABLE_COLUMNS = ["ref_chi2", "ref_variance", "ref_coverage", "ref_cost",
                  "n_good", "model_mean", "model_rms", "fit_rms", "status"]
@@ -259,7 +265,7 @@ def match_arrays(
     warps: Mapping[tuple[int, int], Warp],
     skymap: SkyMap | None = None,
     config: MatchConfig | None = None,
-    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    chunk_rows: int | None = None,
 ) -> MatchResult:
     """Match in-memory warps, serially, in this process.
 
@@ -269,6 +275,7 @@ def match_arrays(
     The Dask pipeline gives the same numbers bit for bit.
     """
     cfg = config or MatchConfig()
+    chunk_rows = int(chunk_rows or default_chunk_rows())
     if skymap is None:
         from .geometry import infer_skymap
 
@@ -312,7 +319,7 @@ def match_backgrounds(
     resume: bool = False,
     overwrite: bool = False,
     scheduler: str | None = None,
-    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    chunk_rows: int | None = None,
     progress: Callable[[str, int, int], None] | None = None,
     echo: Callable[[str], None] | None = None,
 ) -> MatchResult:
@@ -326,6 +333,7 @@ def match_backgrounds(
     replaces whatever is at ``output``.
     """
     cfg = config or MatchConfig()
+    chunk_rows = int(chunk_rows or default_chunk_rows())
     say = echo or (lambda msg: log.info(msg))
     if client is None and scheduler is None:
         try:

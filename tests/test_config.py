@@ -73,3 +73,13 @@ def test_field_docs_cover_every_field():
     docs = MatchConfig.field_docs()
     assert len(docs) == len(MatchConfig.__dataclass_fields__)
     assert all(doc for _, _, doc in docs)
+
+
+def test_dask_config_holds_bgdask_defaults():
+    import dask
+
+    from bgdask.pipeline import default_chunk_rows
+
+    assert dask.config.get("bgdask.chunk-rows") == default_chunk_rows() == 1024
+    with dask.config.set({"bgdask.chunk-rows": 64}):
+        assert default_chunk_rows() == 64

@@ -121,7 +121,7 @@ class Catalog:
         return skymap
 
 
-def find_warps(source: str | os.PathLike, max_workers: int = 8) -> Catalog:
+def find_warps(source: str | os.PathLike, max_workers: int | None = None) -> Catalog:
     """Find the warps of ``source``: a directory (searched recursively for
     FITS files), a manifest CSV (columns visit, patch, path; tract optional;
     relative paths are relative to the CSV), or a Zarr store in bgdask's
@@ -140,6 +140,10 @@ def find_warps(source: str | os.PathLike, max_workers: int = 8) -> Catalog:
         rows = _read_manifest(path)
     else:
         raise InputError(f"{path}: not a directory, a manifest CSV or a Zarr store")
+    if max_workers is None:
+        import dask.config
+
+        max_workers = int(dask.config.get("bgdask.catalog-threads", 8))
     with ThreadPoolExecutor(max_workers=max_workers) as pool:
         headers = list(pool.map(lambda r: read_warp_header(r["path"]), rows))
     entries: dict[tuple[int, int], WarpEntry] = {}
