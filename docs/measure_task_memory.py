@@ -1,0 +1,59 @@
+"""Peak memory of one task of each stage on Rubin-sized warps (4200 x 4200 pixels).
+
+    python docs/measure_task_memory.py
+
+Builds two in-memory warps of patch 4 of a 3 x 3 tract of 4000-pixel patches
+with a 100-pixel border, and measures with tracemalloc (NumPy reports its
+allocations to it) the peak above the inputs of the functions the pipeline maps:
+stage A (one warp's superpixel statistics), stage B (reference - visit on one
+patch) and stage C (1024 rows of a matched warp). The first call also compiles
+the Numba kernels, so its time is not representative.
+"""
+
+import time
+import tracemalloc
+
+import numpy as np
+
+from bgdask import tasks
+from bgdask.config import MatchConfig
+from bgdask.geometry import SkyMap, coarse_shape, superpixel_shape
+from bgdask.io.warp import Warp
+from bgdask.masks import canonical_planes
+
+
+def main() -> None:
+    sm = SkyMap(patch_inner=(4000, 4000), patch_border=100, num_patches=(3, 3))
+    box = sm.outer_box(4)
+    cfg = MatchConfig()
+    grid = superpixel_shape(sm.width, sm.height, cfg.x_bin, cfg.y_bin)
+    planes = canonical_planes([{}])
+    rng = np.random.default_rng(0)
+
+    def warp(visit, level):
+        img = (level + 5 * rng.standard_normal(box.shape)).astype(np.float32)
+        return Warp(img, np.zeros(box.shape, np.int32), np.full(box.shape, 25, np.float32),
+                    box.x0, box.y0, dict(planes), visit, 4)
+
+    a, b = warp(1, 100.0), warp(2, 120.0)
+    print(f"warp {box.width} x {box.height}: one plane {a.image.nbytes / 1e6:.1f} MB, "
+          f"three planes {(a.image.nbytes + a.mask.nbytes + a.variance.nbytes) / 1e6:.1f} MB")
+
+    def peak(label, fn):
+        tracemalloc.start()
+        t = time.perf_counter()
+        out = fn()
+        _, top = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        print(f"{label}: peak {top / 1e6:.0f} MB above its inputs ({time.perf_counter() - t:.2f} s)")
+        return out
+
+    peak("stage A warp_partial", lambda: tasks.warp_partial(a, grid, cfg))
+    part = peak("stage B difference_partial", lambda: tasks.difference_partial(a, b, grid, cfg))
+    model = tasks.visit_model(part, grid, cfg, 2)
+    coarse = tasks.warp_coarse(model, b, cfg, coarse_shape(sm.width, sm.height, cfg.binning))
+    peak("stage C match_chunk, 1024 rows", lambda: tasks.match_chunk(b, slice(0, 1024), coarse, True, cfg, planes))
+
+
+if __name__ == "__main__":
+    main()
