@@ -759,3 +759,32 @@ def simulate(outdir: str | Path, *, compress: bool = False, **kwargs) -> Simulat
     sim = make_tract(**kwargs)
     write_tract(sim, outdir, compress=compress)
     return sim
+
+
+def offset_error(sim: SimulatedTract, ref: int, matched) -> tuple[float, float]:
+    """How well matching recovered the truth.
+
+    ``matched(visit, patch)`` returns a warp's matched image. Returns the RMS
+    of (applied offset - true offset) and the RMS of the true offsets, over
+    the pixels where a non-reference visit and the reference both have data.
+    """
+    se = so = n = 0.0
+    for (v, p), w in sim.warps.items():
+        if v == ref or (ref, p) not in sim.warps:
+            continue
+        offset = np.asarray(matched(v, p), dtype=np.float64)[: w.height, : w.width] - w.image
+        truth = sim.truth_offset(ref, v, w.box)
+        ok = np.isfinite(offset) & np.isfinite(sim.warps[(ref, p)].image)
+        se += float(np.sum((offset[ok] - truth[ok]) ** 2))
+        so += float(np.sum(truth[ok] ** 2))
+        n += int(ok.sum())
+    return float(np.sqrt(se / max(n, 1))), float(np.sqrt(so / max(n, 1)))
+
+
+def store_offset_error(sim: SimulatedTract, store) -> tuple[float, float]:
+    """:func:`offset_error` of a bgdask output store."""
+    import xarray as xr
+
+    ds = xr.open_zarr(store)
+    return offset_error(sim, int(ds.attrs["reference_visit"]),
+                        lambda v, p: ds.image.sel(visit=v, patch=p).values)

@@ -11,22 +11,7 @@ from bgdask.config import MatchConfig
 from bgdask.errors import ModelError
 from bgdask.pipeline import UnusableWarpWarning, match_arrays
 from bgdask.reference import choose_reference, reference_figures
-
-
-def offset_error(sim, result):
-    """RMS of (offset - true offset) over the pixels where each visit overlaps the reference."""
-    ref = result.reference_visit
-    se = so = n = 0.0
-    for (v, p), w in sim.warps.items():
-        if v == ref or (ref, p) not in sim.warps:
-            continue
-        offset = result.matched[(v, p)]["image"].astype(np.float64) - w.image
-        truth = sim.truth_offset(ref, v, w.box)
-        ok = np.isfinite(offset) & np.isfinite(sim.warps[(ref, p)].image)
-        se += np.sum((offset[ok] - truth[ok]) ** 2)
-        so += np.sum(truth[ok] ** 2)
-        n += ok.sum()
-    return np.sqrt(se / n), np.sqrt(so / n)
+from bgdask.simulate import offset_error
 
 
 @pytest.mark.parametrize("auto", [False, True])
@@ -35,7 +20,7 @@ def test_offsets_match_the_truth(demo_sim, auto):
     res = match_arrays(demo_sim.warps, demo_sim.skymap, MatchConfig(ref_visit=ref))
     if not auto:
         assert res.reference_visit == demo_sim.visits[1]
-    err, rms = offset_error(demo_sim, res)
+    err, rms = offset_error(demo_sim, res.reference_visit, lambda v, p: res.matched[(v, p)]["image"])
     # the noise floor of a superpixel difference: sqrt(2) sigma / sqrt(pixels in a 256 x 256 window)
     floor = np.sqrt(2) * demo_sim.noise_sigma / 256
     print(f"\noffset RMS error {err:.4f} nJy = {100 * err / rms:.3f}% of the injected offsets' RMS "

@@ -16,7 +16,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -35,32 +34,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def truth_error(store, sim) -> tuple[float, float]:
-    """RMS of (applied offset - true offset) and RMS of the true offsets, over
-    the pixels where a visit and the reference both have data."""
-    import xarray as xr
-
-    ds = xr.open_zarr(store)
-    ref = int(ds.attrs["reference_visit"])
-    se = so = n = 0.0
-    for (v, p), w in sim.warps.items():
-        if v == ref or (ref, p) not in sim.warps:
-            continue
-        matched = ds.image.sel(visit=v, patch=p).values[: w.height, : w.width].astype(np.float64)
-        offset = matched - w.image
-        truth = sim.truth_offset(ref, v, w.box)
-        ok = np.isfinite(offset) & np.isfinite(sim.warps[(ref, p)].image)
-        se += float(np.sum((offset[ok] - truth[ok]) ** 2))
-        so += float(np.sum(truth[ok] ** 2))
-        n += int(ok.sum())
-    return float(np.sqrt(se / max(n, 1))), float(np.sqrt(so / max(n, 1)))
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     import bgdask
     from bgdask.cluster import ClusterOptions, connect, dashboard_link
-    from bgdask.simulate import simulate
+    from bgdask.simulate import simulate, store_offset_error
 
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
@@ -85,7 +63,7 @@ def main(argv=None) -> int:
     print(result.table.to_string(float_format="{:.4g}".format))
     for stage, seconds in result.timings.items():
         print(f"{stage}: {seconds:.2f} s")
-    err, size = truth_error(store, sim)
+    err, size = store_offset_error(sim, store)
     print(f"offset error against the injected truth: RMS {err:.4f} nJy "
           f"({100 * err / size:.2f}% of the injected offsets' RMS {size:.3f} nJy)")
     print(f"matched tract: {store}")
