@@ -429,3 +429,16 @@ def test_bad_pixels():
                                   [[False, True, True], [True, False, True]])
     with pytest.raises(ValueError):
         bad_pixels(mask, 1, np.zeros((3, 2)))
+
+
+def test_config_errors_are_bgdask_errors():
+    """Errors in configuration values are ConfigErrors (also ValueErrors)."""
+    from bgdask.errors import ConfigError
+
+    img, bad = np.zeros((4, 4)), np.zeros((4, 4), bool)
+    for kw in [dict(window_scale=0.4), dict(statistic="MAX"), dict(num_iter=-1),
+               dict(num_sigma_clip=0.0)]:
+        with pytest.raises(ConfigError):
+            superpixel_stats(img, bad, 0, 0, (3, 3), 1, 2, **kw)
+    with pytest.raises(ConfigError, match="x_bin"):
+        superpixel_stats(img, bad, 0, 0, (3, 3), 0, 2)
