@@ -171,39 +171,49 @@ class _Plan:
         return [w for (v, _), w in self.warps.items() if v == visit]
 
 
-def _empty_partial() -> tasks.Partial:
-    return tasks.Partial(Accumulator(np.zeros((0, 0)), np.zeros((0, 0)), np.zeros((0, 0))), 1)
-
-
 def _stage_a(plan: _Plan, ex) -> tuple[int, dict]:
     cfg = plan.cfg
     add = ex.task(tasks.add)
     figs = []
     for v in plan.visits:
-        leaves = [ex.task(tasks.warp_partial)(w, plan.grid, cfg) for w in plan.of_visit(v)]
+        leaves = [ex.task(tasks.warp_partial)(key, w, plan.grid, cfg)
+                  for key, w in plan.warps.items() if key[0] == v]
         total = tree_reduce(leaves, add)
         figs.append(ex.task(tasks.visit_figures)(total, plan.grid, cfg, v))
     figures = ex.compute(figs, "stage A: reference choice")
     return choose_reference({f.visit: f for f in figures}, cfg)
 
 
-def _stage_b(plan: _Plan, ref: int, ex) -> dict[int, VisitModel]:
+def _stage_b(plan: _Plan, ref: int, ex) -> tuple[dict[int, VisitModel], dict[tuple[int, int], int]]:
+    """Difference models per visit, and every warp's usable pixel count."""
     cfg = plan.cfg
-    add = ex.task(tasks.add)
-    jobs, order = [], []
+    add, diff, count = ex.task(tasks.add), ex.task(tasks.difference_partial), ex.task(tasks.usable_partial)
+    jobs, order, read_refs = [], [], set()
     for v in plan.visits:
         if v == ref:
             continue
-        leaves = [
-            ex.task(tasks.difference_partial)(plan.warps[(ref, p)], plan.warps[(v, p)], plan.grid, cfg)
-            for (vv, p) in plan.warps if vv == v and (ref, p) in plan.warps
-        ]
-        total = tree_reduce(leaves, add) if leaves else _empty_partial()
-        jobs.append(ex.task(tasks.visit_model)(total, plan.grid, cfg, v))
+        leaves = []
+        for key, w in plan.warps.items():
+            if key[0] != v:
+                continue
+            ref_key = (ref, key[1])
+            if ref_key in plan.warps:
+                leaves.append(diff(ref_key, plan.warps[ref_key], key, w, plan.grid, cfg))
+                read_refs.add(ref_key)
+            else:
+                leaves.append(count(key, w, cfg))
+        jobs.append(ex.task(tasks.visit_model)(tree_reduce(leaves, add), plan.grid, cfg, v))
         order.append(v)
-    models = dict(zip(order, ex.compute(jobs, "stage B: difference models")))
+    rest = [count(key, w, cfg) for key, w in plan.warps.items() if key[0] == ref and key not in read_refs]
+    results = ex.compute(jobs + rest, "stage B: difference models")
+    models = {v: model for v, (model, _) in zip(order, results[: len(jobs)])}
     models[ref] = VisitModel.zero(ref, plan.grid, "reference")
-    return dict(sorted(models.items()))
+    usable: dict[tuple[int, int], int] = {}
+    for _, pairs in results[: len(jobs)]:
+        usable.update(pairs)
+    for part in results[len(jobs):]:
+        usable.update(part.usable)
+    return dict(sorted(models.items())), usable
 
 
 def _table(visits, ref_table, models) -> Any:
@@ -232,7 +242,7 @@ def _row_blocks(height: int, chunk_rows: int) -> list[slice]:
     return [slice(s, min(s + chunk_rows, height)) for s in range(0, height, chunk_rows)]
 
 
-def _models_and_reference(plan: _Plan, ex, timings) -> tuple[int, dict, dict]:
+def _models_and_reference(plan: _Plan, ex, timings) -> tuple[int, dict, dict, dict]:
     cfg = plan.cfg
     t0 = time.perf_counter()
     if cfg.ref_visit is None:
@@ -244,10 +254,19 @@ def _models_and_reference(plan: _Plan, ex, timings) -> tuple[int, dict, dict]:
         if ref not in plan.visits:
             raise ConfigError(f"ref_visit {ref} is not among the input visits {plan.visits}")
     t0 = time.perf_counter()
-    models = _stage_b(plan, ref, ex)
+    models, usable = _stage_b(plan, ref, ex)
     timings["stage B"] = time.perf_counter() - t0
     log.info("stage B: %d difference models (%.2f s)", len(models) - 1, timings["stage B"])
-    return ref, ref_table, models
+    return ref, ref_table, models, usable
+
+
+def _unusable(usable: Mapping[tuple[int, int], int]) -> list[tuple[int, int]]:
+    return sorted(k for k, n in usable.items() if n == 0)
+
+
+def _is_matched(model: VisitModel, key, usable) -> bool:
+    """Whether a warp gets its visit's offset: unusable warps are written unchanged."""
+    return model.status == "matched" and usable.get(key, 1) > 0
 
 
 def _warn_unusable(keys, where: Mapping) -> None:
@@ -285,22 +304,21 @@ def match_arrays(
     plan = _Plan.make(warps, skymap, cfg)
     ex = SerialExecutor()
     timings: dict[str, float] = {}
-    ref, ref_table, models = _models_and_reference(plan, ex, timings)
+    ref, ref_table, models, usable = _models_and_reference(plan, ex, timings)
+    unusable = _unusable(usable)
+    _warn_unusable(unusable, {})
     planes = canonical_planes(w.mask_planes for w in plan.warps.values())
     t0 = time.perf_counter()
-    matched, coarse, unusable = {}, {}, []
+    matched, coarse = {}, {}
     for key, w in plan.warps.items():
         model = models[key[0]]
         c = tasks.warp_coarse(model, w, cfg, plan.coarse)
-        chunks = [tasks.match_chunk(w, rows, c, model.status == "matched", cfg, planes)
+        chunks = [tasks.match_chunk(w, rows, c, _is_matched(model, key, usable), cfg, planes)
                   for rows in _row_blocks(w.box.height, chunk_rows)]
         matched[key] = {name: np.concatenate([getattr(ch, name) for ch in chunks])
                         for name in ("image", "mask", "variance")}
         coarse[key] = c
-        if sum(ch.n_usable for ch in chunks) == 0:
-            unusable.append(key)
     timings["stage C"] = time.perf_counter() - t0
-    _warn_unusable(unusable, {})
     result = MatchResult(ref, _table(plan.visits, ref_table, models), models, skymap, cfg,
                          matched=matched, coarse=coarse, unusable=unusable, timings=timings)
     result.mask_planes = planes
@@ -366,23 +384,34 @@ def match_backgrounds(
         zstore.check_replaceable(output)
 
     if group is not None and group.attrs.get("models_done"):
-        ref, ref_table, models = _stored_models(output, visits)
+        ref, ref_table, models, usable = _stored_models(output, visits, patches)
         say(f"resuming {output}: models from the store, reference visit {ref}")
     else:
         # stages A and B first: bad input fails here, before any store exists
-        ref, ref_table, models = _models_and_reference(plan, ex, timings)
-        if group is None:
-            _create(output, plan, catalog, fp, chunk_rows, overwrite)
-        zstore.write_models(output, visits, models, _table_dict(_table(visits, ref_table, models)), ref)
+        ref, ref_table, models, usable = _models_and_reference(plan, ex, timings)
+        _warn_unusable(_unusable(usable), {k: str(e) for k, e in catalog.entries.items()})
+        try:
+            if group is None:
+                _create(output, plan, catalog, fp, chunk_rows, overwrite)
+            zstore.write_models(output, visits, models, _table_dict(_table(visits, ref_table, models)),
+                                ref, _usable_array(usable, vidx, pidx))
+        except OSError as exc:
+            raise StoreError(f"{output}: cannot write the store ({exc})") from None
 
     table = _table(visits, ref_table, models)
     say(f"reference visit: {ref}")
     t0 = time.perf_counter()
-    unusable = _stage_c(plan, models, catalog, output, vidx, pidx, chunk_rows, ex)
-    timings["stage C"] = time.perf_counter() - t0
-    log.info("stage C: matched warps written (%.2f s)", timings["stage C"])
-    _warn_unusable(unusable, {k: str(e) for k, e in catalog.entries.items()})
-    complete = zstore.mark_complete(output, {"stage_times": json.dumps(timings)})
+    try:
+        _stage_c(plan, models, usable, catalog, output, vidx, pidx, chunk_rows, ex)
+        timings["stage C"] = time.perf_counter() - t0
+        log.info("stage C: matched warps written (%.2f s)", timings["stage C"])
+        complete = zstore.mark_complete(output, {"stage_times": json.dumps(timings)})
+    except OSError as exc:
+        raise StoreError(
+            f"{output}: cannot write the store ({exc}); the warps written so far are kept: "
+            "fix the cause and run again with --resume"
+        ) from None
+    unusable = _unusable(usable)
     if not complete:
         raise StoreError(f"{output}: some warps were not written; run again with --resume")
     return MatchResult(ref, table, models, sm, cfg, store=output, unusable=unusable, timings=timings)
@@ -410,8 +439,15 @@ def _create(output, plan, catalog, fp, chunk_rows, overwrite) -> None:
     )
 
 
-def _stored_models(output, visits):
-    """Reference, reference table and models as a finished stage B stored them."""
+def _usable_array(usable, vidx, pidx) -> np.ndarray:
+    out = np.zeros((len(vidx), len(pidx)), dtype=bool)
+    for (v, p), n in usable.items():
+        out[vidx[v], pidx[p]] = n > 0
+    return out
+
+
+def _stored_models(output, visits, patches):
+    """Reference, reference table, models and usable flags as a finished stage B stored them."""
     ref, stored, rows = zstore.read_models(output)
     names = {c: s for s, c in zstore.STATUS_CODES.items()}
     models = {v: VisitModel(v, stored[v], int(rows[v]["n_good"]), rows[v]["model_mean"],
@@ -419,7 +455,11 @@ def _stored_models(output, visits):
               for v in visits}
     ref_table = {v: {k: rows[v][k] for k in ("ref_chi2", "ref_variance", "ref_coverage", "ref_cost")}
                  for v in visits}
-    return ref, ref_table, models
+    group = zstore.open_store(output)
+    flags, present = np.asarray(group["usable"][:]), np.asarray(group["present"][:])
+    usable = {(v, p): int(flags[i, j]) for i, v in enumerate(visits) for j, p in enumerate(patches)
+              if present[i, j]}
+    return ref, ref_table, models, usable
 
 
 def _table_dict(table) -> dict[int, dict]:
@@ -431,19 +471,17 @@ def _table_dict(table) -> dict[int, dict]:
     return out
 
 
-def _match_and_write(path, vi, pi, w, rows, coarse, matched, cfg, planes, store_width) -> int:
+def _match_and_write(path, vi, pi, w, rows, coarse, matched, cfg, planes, store_width) -> None:
     ch = tasks.match_chunk(w, rows, coarse, matched, cfg, planes)
     zstore.write_rows(path, vi, pi, ch.start, ch.stop, store_width, ch.image, ch.mask, ch.variance, w.box.width)
-    return ch.n_usable
 
 
-def _finish(path, vi, pi, coarse, *counts) -> int:
-    n = int(sum(counts))
-    zstore.finish_warp(path, vi, pi, coarse[0], n > 0)
-    return n
+def _finish(path, vi, pi, coarse, *written) -> None:
+    """Mark a warp done once all its row blocks (``written``) have landed."""
+    zstore.finish_warp(path, vi, pi, coarse[0])
 
 
-def _stage_c(plan, models, catalog, output, vidx, pidx, chunk_rows, ex) -> list[tuple[int, int]]:
+def _stage_c(plan, models, usable, catalog, output, vidx, pidx, chunk_rows, ex) -> None:
     import zarr
 
     group = zarr.open_group(output, mode="r")
@@ -454,17 +492,14 @@ def _stage_c(plan, models, catalog, output, vidx, pidx, chunk_rows, ex) -> list[
     warp_coarse = ex.task(tasks.warp_coarse)
     write = ex.task(_match_and_write)
     finish = ex.task(_finish)
-    jobs, keys = [], []
+    jobs = []
     for key, w in plan.warps.items():
         vi, pi = vidx[key[0]], pidx[key[1]]
         if done[vi, pi]:
             continue
-        status = models[key[0]].status
         coarse = warp_coarse(model_values[key[0]], w, cfg, plan.coarse)
-        counts = [write(output, vi, pi, w, rows, coarse, status == "matched", cfg,
-                        catalog.mask_planes, store_width)
-                  for rows in _row_blocks(w.box.height, chunk_rows)]
-        jobs.append(finish(output, vi, pi, coarse, *counts))
-        keys.append(key)
-    counts = ex.compute(jobs, "stage C: warps matched")
-    return [k for k, n in zip(keys, counts) if n == 0]
+        matched = _is_matched(models[key[0]], key, usable)
+        written = [write(output, vi, pi, w, rows, coarse, matched, cfg, catalog.mask_planes, store_width)
+                   for rows in _row_blocks(w.box.height, chunk_rows)]
+        jobs.append(finish(output, vi, pi, coarse, *written))
+    ex.compute(jobs, "stage C: warps matched")

@@ -52,33 +52,42 @@ def _image_and_bad(w: WarpRef, cfg: MatchConfig, rows: slice | None = None):
 
 @dataclass(frozen=True)
 class Partial:
-    """A (partial) sum over warps: the accumulator and the usable pixel count."""
+    """A (partial) sum over warps: the accumulator, and the usable pixel
+    count of every warp read on the way, as ((visit, patch), count) pairs."""
 
     acc: Accumulator
-    n_usable: int
+    usable: tuple[tuple[tuple[int, int], int], ...] = ()
 
     def __add__(self, other: "Partial") -> "Partial":
-        return Partial(self.acc + other.acc, self.n_usable + other.n_usable)
+        return Partial(self.acc + other.acc, self.usable + other.usable)
+
+
+EMPTY = Accumulator(np.zeros((0, 0)), np.zeros((0, 0)), np.zeros((0, 0)))
 
 
 def add(a: Partial, b: Partial) -> Partial:
     return a + b
 
 
-def warp_partial(w: WarpRef, grid_shape, cfg: MatchConfig) -> Partial:
+def warp_partial(key, w: WarpRef, grid_shape, cfg: MatchConfig) -> Partial:
     """Stage A leaf: superpixel statistics of one warp."""
     image, bad = _image_and_bad(w, cfg)
     acc = image_stats(image, bad, w.box, grid_shape, cfg)
-    return Partial(acc, int(np.count_nonzero(~bad)))
+    return Partial(acc, ((key, int(np.count_nonzero(~bad))),))
 
 
-def difference_partial(ref: WarpRef, w: WarpRef, grid_shape, cfg: MatchConfig) -> Partial:
-    """Stage B leaf: superpixel statistics of ref - warp on one patch; the
-    count is the warp's own usable pixels."""
+def difference_partial(ref_key, ref: WarpRef, key, w: WarpRef, grid_shape, cfg: MatchConfig) -> Partial:
+    """Stage B leaf: superpixel statistics of ref - warp on one patch."""
     ref_image, ref_bad = _image_and_bad(ref, cfg)
     image, bad = _image_and_bad(w, cfg)
     acc = difference_stats(ref_image, ref_bad, image, bad, w.box, grid_shape, cfg)
-    return Partial(acc, int(np.count_nonzero(~bad)))
+    return Partial(acc, ((key, int(np.count_nonzero(~bad))), (ref_key, int(np.count_nonzero(~ref_bad)))))
+
+
+def usable_partial(key, w: WarpRef, cfg: MatchConfig) -> Partial:
+    """Stage B for a warp no difference reads: only its usable pixel count."""
+    _, bad = _image_and_bad(w, cfg)
+    return Partial(EMPTY, ((key, int(np.count_nonzero(~bad))),))
 
 
 def visit_figures(total: Partial, grid_shape, cfg: MatchConfig, visit: int) -> ReferenceFigures:
@@ -91,9 +100,11 @@ def visit_figures(total: Partial, grid_shape, cfg: MatchConfig, visit: int) -> R
     return reference_figures(visit, st, cfg)
 
 
-def visit_model(total: Partial, grid_shape, cfg: MatchConfig, visit: int) -> VisitModel:
-    """Stage B per visit: the difference model."""
-    return difference_model(total.acc, grid_shape, cfg, visit, has_data=total.n_usable > 0)
+def visit_model(total: Partial, grid_shape, cfg: MatchConfig, visit: int) -> tuple[VisitModel, tuple]:
+    """Stage B per visit: the difference model, and the usable counts read."""
+    has_data = any(n > 0 for (v, _), n in total.usable if v == visit) or not total.usable
+    model = difference_model(total.acc, grid_shape, cfg, visit, has_data=has_data)
+    return model, total.usable
 
 
 def warp_coarse(model: VisitModel, w: WarpRef, cfg: MatchConfig, coarse_shape) -> tuple[np.ndarray, int, int]:
@@ -113,23 +124,20 @@ class MatchedChunk:
     image: np.ndarray
     mask: np.ndarray
     variance: np.ndarray
-    n_usable: int
 
 
 def match_chunk(w: WarpRef, rows: slice, coarse, matched: bool, cfg: MatchConfig,
                 target_planes: dict[str, int]) -> MatchedChunk:
-    """Stage C per chunk: image + offset on rows ``rows`` of one warp."""
+    """Stage C per chunk: image + offset on rows ``rows`` of one warp (the
+    image unchanged when ``matched`` is false)."""
     grid, ky0, kx0 = coarse
     image = read(w, "image", rows)
-    mask = read(w, "mask", rows)
-    variance = read(w, "variance", rows)
-    bad = bad_pixels(mask, plane_bits(w.mask_planes, cfg.bad_mask_planes), image)
     if matched:
         out = apply_offset(image, offset_rows(grid, kx0, ky0, w.box, rows, cfg))
     else:
         out = np.array(image, dtype=np.float32, copy=True)
     start, stop, _ = rows.indices(w.box.height)
     return MatchedChunk(
-        start, stop, out, remap_mask(mask, w.mask_planes, target_planes),
-        np.asarray(variance, dtype=np.float32), int(np.count_nonzero(~bad)),
+        start, stop, out, remap_mask(read(w, "mask", rows), w.mask_planes, target_planes),
+        np.asarray(read(w, "variance", rows), dtype=np.float32),
     )

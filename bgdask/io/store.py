@@ -108,7 +108,7 @@ def create_store(
         "offset_coarse": (("visit", "patch", "cy", "cx"), lazy((nv, npch, cy, cx), (1, 1, cy, cx), np.float64, np.nan)),
         "diff_model": (("visit", "sy", "sx"), lazy((nv, sy, sx), (1, sy, sx), np.float64, np.nan)),
         "done": (("visit", "patch"), lazy((nv, npch), flag_chunks, bool, False)),
-        "usable": (("visit", "patch"), lazy((nv, npch), flag_chunks, bool, False)),
+        "usable": (("visit", "patch"), lazy((nv, npch), (nv, npch), bool, False)),
         "present": (("visit", "patch"), np.asarray(present, dtype=bool)),
     }
     for name, dtype in TABLE_FIELDS.items():
@@ -184,19 +184,20 @@ def write_rows(path: str, vi: int, pi: int, start: int, stop: int, width: int,
         arr[vi, pi, start:stop, :] = block
 
 
-def finish_warp(path: str, vi: int, pi: int, coarse: np.ndarray, usable: bool) -> None:
-    """Write a warp's coarse offsets and usable flag, then mark it done."""
+def finish_warp(path: str, vi: int, pi: int, coarse: np.ndarray) -> None:
+    """Write a warp's coarse offsets, then mark it done."""
     arr = zarr.open_array(os.path.join(path, "offset_coarse"), mode="r+")
     block = np.full(arr.shape[2:], np.nan)
     block[: coarse.shape[0], : coarse.shape[1]] = coarse
     arr[vi, pi] = block
-    zarr.open_array(os.path.join(path, "usable"), mode="r+")[vi, pi] = usable
     zarr.open_array(os.path.join(path, "done"), mode="r+")[vi, pi] = True
 
 
-def write_models(path: str, visits, models, table: Mapping[int, Mapping[str, float]], reference: int) -> None:
-    """Write the per-visit models and table (after stage B)."""
+def write_models(path: str, visits, models, table: Mapping[int, Mapping[str, float]], reference: int,
+                 usable: np.ndarray) -> None:
+    """Write the per-visit models and table and the warps' usable flags (after stage B)."""
     group = open_store(path, mode="r+")
+    group["usable"][:] = usable
     diff = group["diff_model"]
     for vi, v in enumerate(visits):
         diff[vi] = models[v].model
