@@ -33,7 +33,6 @@ from typing import Iterator
 
 import numpy as np
 from astropy.io import fits
-from astropy.io.fits.verify import VerifyError
 from astropy.wcs import WCS, FITSFixedWarning
 
 from ..errors import InputError
@@ -43,7 +42,11 @@ from .warp import PLANES, Warp
 __all__ = ["WarpHeader", "read_plane", "read_warp", "read_warp_header", "write_warp"]
 
 #: Errors astropy and numpy raise on unreadable or inconsistent FITS content.
-_FITS_ERRORS = (OSError, EOFError, ValueError, TypeError, KeyError, IndexError, VerifyError)
+#: What reading a damaged file can raise. astropy and the codecs behind
+#: compressed HDUs raise almost anything on corrupted bytes (zlib.error,
+#: CfitsioException, RuntimeError for a bad TFORM, AttributeError for a
+#: mangled HDU), so every error while a file is open names the file.
+_FITS_ERRORS = (Exception,)
 
 #: Prefix of the primary-header HIERARCH cards holding the Butler data id.
 _BUTLER = "LSST BUTLER DATAID"
