@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
-import os
 import sys
 import time
 import warnings
@@ -123,7 +121,6 @@ def cmd_simulate(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    import numpy as np
 
     from .config import MatchConfig
     from .simulate import simulate, store_offset_error
@@ -155,7 +152,6 @@ def cmd_demo(args) -> int:
 
 
 def cmd_inspect(args) -> int:
-    import numpy as np
     import pandas as pd
     import xarray as xr
 
@@ -188,7 +184,6 @@ def cmd_inspect(args) -> int:
 def cmd_export(args) -> int:
     import json as _json
 
-    import numpy as np
     import xarray as xr
 
     from .io.fits import write_warp

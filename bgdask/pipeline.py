@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -29,9 +28,8 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from . import __version__
 from . import tasks
-from .background import Accumulator, VisitModel, coarse_cells, tree_reduce
+from .background import VisitModel, coarse_cells, tree_reduce
 from .config import MatchConfig
 from .errors import ConfigError, StoreError
 from .geometry import SkyMap, coarse_shape, superpixel_shape
@@ -136,6 +134,7 @@ class MatchResult:
     coarse: dict[tuple[int, int], tuple[np.ndarray, int, int]] = field(default_factory=dict)
     unusable: list[tuple[int, int]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    mask_planes: dict[str, int] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         where = f", store={self.store!r}" if self.store else ""
@@ -319,10 +318,9 @@ def match_arrays(
                         for name in ("image", "mask", "variance")}
         coarse[key] = c
     timings["stage C"] = time.perf_counter() - t0
-    result = MatchResult(ref, _table(plan.visits, ref_table, models), models, skymap, cfg,
-                         matched=matched, coarse=coarse, unusable=unusable, timings=timings)
-    result.mask_planes = planes
-    return result
+    return MatchResult(ref, _table(plan.visits, ref_table, models), models, skymap, cfg,
+                       matched=matched, coarse=coarse, unusable=unusable, timings=timings,
+                       mask_planes=planes)
 
 
 # -- the Dask pipeline -----------------------------------------------------------
@@ -414,7 +412,8 @@ def match_backgrounds(
     unusable = _unusable(usable)
     if not complete:
         raise StoreError(f"{output}: some warps were not written; run again with --resume")
-    return MatchResult(ref, table, models, sm, cfg, store=output, unusable=unusable, timings=timings)
+    return MatchResult(ref, table, models, sm, cfg, store=output, unusable=unusable, timings=timings,
+                       mask_planes=dict(catalog.mask_planes))
 
 
 def _create(output, plan, catalog, fp, chunk_rows, overwrite) -> None:
