@@ -32,6 +32,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
+import dask
+
 from bgdask.errors import BgdaskError
 
 __all__ = [
@@ -300,7 +302,9 @@ def _make_local(options: ClusterOptions):
     if options.local_directory is not None:
         kwargs["local_directory"] = options.local_directory
     try:
-        return LocalCluster(**kwargs)
+        # the nanny hands its configuration to the worker process it starts
+        with dask.config.set({"distributed.worker.preload": ["bgdask._worker_preload"]}):
+            return LocalCluster(**kwargs)
     except Exception as exc:
         raise ClusterError(f"could not start the local Dask cluster: {exc}") from exc
 

@@ -374,9 +374,14 @@ def match_backgrounds(
     timings: dict[str, float] = {}
 
     group = None
-    if resume and Path(output).exists():
+    out_path = Path(output)
+    if resume and out_path.is_dir() and not any(out_path.iterdir()):
+        overwrite = True                      # an empty directory holds nothing to resume
+    elif resume and out_path.exists():
         group = zstore.check_resumable(output, fp)
-    elif Path(output).exists():
+        if not group.attrs.get("models_done"):
+            group, overwrite = None, True     # same run, nothing kept yet: start it afresh
+    elif out_path.exists():
         if not overwrite:
             raise StoreError(f"{output}: already exists; use --resume to finish it or --overwrite to replace it")
         zstore.check_replaceable(output)

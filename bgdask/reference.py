@@ -70,11 +70,11 @@ def choose_reference(
         chi2_frac = chi2 / np.max(chi2[ok]) if np.max(chi2[ok]) > 0 else np.zeros_like(chi2)
         var_frac = var / np.max(var[ok]) if np.max(var[ok]) > 0 else np.zeros_like(var)
         cov_frac = np.min(cov[ok]) / cov
-    cost = (
-        cfg.best_ref_weight_chi2 * chi2_frac
-        + cfg.best_ref_weight_variance * var_frac
-        + cfg.best_ref_weight_global_coverage * cov_frac
-    )
+        cost = (
+            cfg.best_ref_weight_chi2 * chi2_frac
+            + cfg.best_ref_weight_variance * var_frac
+            + cfg.best_ref_weight_global_coverage * cov_frac
+        )
     cost = np.where(ok, cost, np.inf)
     best = visits[int(np.argmin(cost))]
     table = {

@@ -133,9 +133,16 @@ def create_store(
     ds.attrs.update(bgdask_version=__version__, models_done=False, complete=False)
     encoding = {name: {"chunks": ds[name].data.chunksize} for name in ds.data_vars
                 if isinstance(ds[name].data, da.Array)}
+    # Build the template beside the target and rename it into place, so a
+    # failure (full disk, kill) never leaves a half-made store under ``path``.
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        ds.to_zarr(path, mode="w-", compute=False, zarr_format=3, consolidated=True, encoding=encoding)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        ds.to_zarr(tmp, mode="w-", compute=False, zarr_format=3, consolidated=True, encoding=encoding)
+        os.replace(tmp, path)
     except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise StoreError(f"{path}: cannot create the store ({exc})") from None
 
 
