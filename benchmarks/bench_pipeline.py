@@ -1,0 +1,284 @@
+"""End to end vs the I/O floor.
+
+    python benchmarks/bench_pipeline.py [--small] [--repeats N] [--workdir DIR]
+
+A simulated tract (default: 6 visits x 3 x 3 patches of 2100 x 2100, written
+once with bgdask.simulate.write_tract and reused) is matched with
+``bgdask.match_backgrounds(manifest, out, client=client)`` (automatic
+reference, stages A, B and C) on a LocalCluster of 2 workers x 1 thread. On
+the same cluster, the I/O floor reads every input plane once
+(bgdask.io.read_plane) and writes every output plane once to a Zarr store of
+the same layout, chunking and compression (bgdask.io.store.create_store), one
+Dask task per warp. Both are repeated, alternating, and the best of each is
+compared: goal pipeline / floor <= 3.
+
+Where the rest goes: the pipeline's stage times (result.timings), the task
+time per key prefix (client.get_task_stream), a Dask performance report
+(HTML, in the workdir), and the anatomy of one warp's tasks timed in this
+process (reads, kernels, writes; best of 3).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import common
+import numpy as np
+
+FULL = dict(n_visits=6, num_patches=(3, 3), patch_inner=2000, patch_border=50)
+SMALL = dict(n_visits=4, num_patches=(2, 2), patch_inner=1000, patch_border=50)
+GOAL = 3.0
+
+
+def run_pipeline(client, manifest: Path, out: Path, skymap: Path):
+    import bgdask
+
+    common.fresh(out)
+    t0 = time.perf_counter()
+    result = bgdask.match_backgrounds(str(manifest), str(out), client=client, skymap=str(skymap))
+    return time.perf_counter() - t0, result
+
+
+def measured(pids, fn, *args):
+    """(wall s, worker CPU s, result of fn)."""
+    c0 = common.cpu_seconds(pids)
+    wall, res = fn(*args)
+    return wall, common.cpu_seconds(pids) - c0, res
+
+
+def _leaf(fn, *args):
+    """Call a stage A/B leaf task with or without the (visit, patch) keys
+    before each warp argument (its signature has had both forms)."""
+    import inspect
+
+    from bgdask.io.catalog import WarpEntry
+
+    names = list(inspect.signature(fn).parameters)
+    if names and names[0].endswith("key"):
+        full = []
+        for a in args:
+            if isinstance(a, WarpEntry):
+                full += [a.key, a]
+            else:
+                full.append(a)
+        args = tuple(full)
+    return fn(*args)
+
+
+def warp_anatomy(tract: Path, scratch: Path) -> list[tuple[str, float, float]]:
+    """Time the steps of one full-size warp's tasks in this process (best of 3).
+    Returns (step, ms, share of its stage)."""
+    import zarr
+
+    from bgdask import tasks
+    from bgdask.background import (
+        apply_offset,
+        coarse_cells,
+        coarse_offsets,
+        difference_stats,
+        image_stats,
+        offset_rows,
+    )
+    from bgdask.config import MatchConfig
+    from bgdask.geometry import coarse_shape, superpixel_shape
+    from bgdask.io import store as zstore
+    from bgdask.io.catalog import find_warps, load_plane
+    from bgdask.kernels.stats import bad_pixels
+    from bgdask.masks import plane_bits, remap_mask
+    from bgdask.pipeline import DEFAULT_CHUNK_ROWS
+
+    cat = find_warps(tract / "manifest.csv")
+    sm = cat.resolve_skymap(tract / "skymap.yaml")
+    cfg = MatchConfig()
+    grid = superpixel_shape(sm.width, sm.height, cfg.x_bin, cfg.y_bin)
+    # the biggest warp of the first (full) visit, and another visit's warp of that patch
+    v0 = cat.visits[0]
+    e = max((x for x in cat if x.visit == v0), key=lambda x: x.box.width * x.box.height)
+    e2 = next(x for x in cat if x.patch == e.patch and x.visit != v0)
+
+    def best(f, n=3):
+        t = np.inf
+        for _ in range(n):
+            t0 = time.perf_counter()
+            r = f()
+            t = min(t, time.perf_counter() - t0)
+        return t * 1000, r
+
+    rows = slice(0, min(DEFAULT_CHUNK_ROWS, e.box.height))
+    bits = plane_bits(e.mask_planes, cfg.bad_mask_planes)
+    steps = []
+    # stage A leaf
+    t_img, img = best(lambda: load_plane(e, "image"))
+    t_msk, msk = best(lambda: load_plane(e, "mask"))
+    t_bad, bad = best(lambda: bad_pixels(msk, bits, img))
+    t_st, _ = best(lambda: image_stats(img, bad, e.box, grid, cfg))
+    t_a, _ = best(lambda: _leaf(tasks.warp_partial, e, grid, cfg))
+    steps += [("A warp_partial: read image", t_img, t_a), ("A warp_partial: read mask", t_msk, t_a),
+              ("A warp_partial: bad_pixels", t_bad, t_a), ("A warp_partial: superpixel stats", t_st, t_a),
+              ("A warp_partial: total", t_a, t_a)]
+    # stage B leaf
+    img2 = load_plane(e2, "image")
+    bad2 = bad_pixels(load_plane(e2, "mask"), plane_bits(e2.mask_planes, cfg.bad_mask_planes), img2)
+    t_diff, _ = best(lambda: difference_stats(img, bad, img2, bad2, e.box, grid, cfg))
+    t_b, _ = best(lambda: _leaf(tasks.difference_partial, e, e2, grid, cfg))
+    steps += [("B difference_partial: 2 warps read + bad", t_b - t_diff, t_b),
+              ("B difference_partial: ref-warp + stats", t_diff, t_b),
+              ("B difference_partial: total", t_b, t_b)]
+    # stage C chunk
+    model = np.random.default_rng(0).normal(size=grid)
+    cs = coarse_shape(sm.width, sm.height, cfg.binning)
+    kx, ky = coarse_cells(e.box, cfg, cs)
+    coarse = coarse_offsets(model, cfg, kx, ky)
+    t_r3, planes = best(lambda: [load_plane(e, p, rows) for p in ("image", "mask", "variance")])
+    t_badc, _ = best(lambda: bad_pixels(planes[1], bits, planes[0]))
+    t_off, off = best(lambda: offset_rows(coarse, kx[0], ky[0], e.box, rows, cfg))
+    t_app, _ = best(lambda: apply_offset(planes[0], off))
+    t_remap, _ = best(lambda: remap_mask(planes[1], e.mask_planes, cat.mask_planes))
+    t_mc, ch = best(lambda: tasks.match_chunk(e, rows, (coarse, ky[0], kx[0]), True, cfg, cat.mask_planes))
+    out = common.fresh(scratch)
+    h, w = sm.max_outer_shape
+    zstore.create_store(out, visits=[e.visit], patches=[e.patch], present=np.ones((1, 1), bool),
+                        boxes={e.patch: (e.box.x0, e.box.y0, e.box.width, e.box.height)},
+                        coarse_origin={e.patch: (0, 0)}, coarse_max=cs, warp_shape=(h, w),
+                        grid_shape=grid, chunk_rows=DEFAULT_CHUNK_ROWS, attrs={})
+    t_w, _ = best(lambda: zstore.write_rows(str(out), 0, 0, rows.start, rows.stop, w, ch.image, ch.mask,
+                                            ch.variance, e.box.width))
+    arr = zarr.open_array(os.path.join(out, "image"), mode="r+")
+    block = np.full((rows.stop - rows.start, w), np.nan, np.float32)
+    block[:, : e.box.width] = ch.image
+    t_wi, _ = best(lambda: arr.__setitem__((0, 0, rows, slice(None)), block))
+    t_c = t_mc + t_w
+    n = rows.stop - rows.start
+    # the floor's task for the same warp, in this process
+    t_floor, _ = best(lambda: common._floor_warp(e.header, str(out), 0, 0, w, DEFAULT_CHUNK_ROWS))
+    t_read_all, _ = best(lambda: [load_plane(e, p) for p in ("image", "mask", "variance")])
+    steps += [(f"floor task, whole warp ({e.box.height} rows): read 3 planes", t_read_all, t_floor),
+              ("floor task, whole warp: write 3 planes", t_floor - t_read_all, t_floor),
+              ("floor task, whole warp: total", t_floor, t_floor)]
+    frac = e.box.height / n
+    steps += [(f"C per warp (total x {frac:.2f} chunks) / floor task", t_c * frac, t_floor)]
+    steps += [(f"C match_and_write ({n} rows): read 3 planes", t_r3, t_c),
+              ("C match_and_write: bad_pixels", t_badc, t_c),
+              ("C match_and_write: offset_rows (Akima)", t_off, t_c),
+              ("C match_and_write: apply_offset", t_app, t_c),
+              ("C match_and_write: remap_mask", t_remap, t_c),
+              ("C match_and_write: write 3 planes (zarr)", t_w, t_c),
+              ("C   of which image plane encode+write", t_wi, t_c),
+              ("C match_and_write: total", t_c, t_c)]
+    common.fresh(scratch)
+    return steps, e
+
+
+def main(argv=None):
+    p = common.parser(__doc__.splitlines()[0])
+    p.add_argument("--repeats", type=int, default=2, help="alternating floor/pipeline runs (best is kept)")
+    args = p.parse_args(argv)
+    common.apply_common(args)
+    common.banner("bench_pipeline: bgdask.match_backgrounds vs the I/O floor (2 workers x 1 thread)")
+    params = SMALL if args.small else FULL
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    tract = common.simulated_tract(work, **params)
+    manifest, skymap = tract / "manifest.csv", tract / "skymap.yaml"
+    with open(manifest) as fh:
+        n_warps = sum(1 for _ in fh) - 1
+    in_bytes = common.dir_bytes(tract / "warps")
+    print(f"tract: {params}, {n_warps} warps, {in_bytes / 1e9:.2f} GB of FITS input")
+
+    from distributed import get_task_stream, performance_report
+
+    tag = "small" if args.small else "full"
+    out = work / f"pipeline-out-{tag}.zarr"
+    floor_out = work / f"floor-out-{tag}.zarr"
+    report = work / f"pipeline-performance-report-{tag}.html"
+    floors, pipes, floor_cpu, pipe_cpu = [], [], [], []
+    best_stream, best_result, floor_stream = None, None, None
+    with common.local_cluster(2, 1) as client:
+        common.warm_workers(client)
+        pids = common.worker_pids(client)
+        # one untimed pipeline run: numba caches, imports, page cache
+        run_pipeline(client, manifest, out, skymap)
+        for r in range(args.repeats):
+            order = ("floor", "pipeline") if r % 2 == 0 else ("pipeline", "floor")
+            for what in order:
+                if what == "floor":
+                    with get_task_stream(client) as ts:
+                        wall, cpu, nbytes = measured(pids, common.io_floor, client, manifest, floor_out)
+                    floors.append(wall)
+                    floor_cpu.append(cpu)
+                    if wall == min(floors):
+                        floor_stream = ts.data
+                    print(f"  run {r + 1}: I/O floor {wall:7.2f} s, worker CPU {cpu:7.2f} s "
+                          f"({nbytes / 1e9:.2f} GB of planes read, then written)")
+                else:
+                    last = r == args.repeats - 1
+                    ctx = performance_report(filename=str(report)) if last else _null()
+                    with ctx, get_task_stream(client) as ts:
+                        wall, cpu, result = measured(pids, run_pipeline, client, manifest, out, skymap)
+                    pipes.append(wall)
+                    pipe_cpu.append(cpu)
+                    if wall == min(pipes):
+                        best_stream, best_result = ts.data, result
+                    stages = ", ".join(f"{k} {v:.2f} s" for k, v in result.timings.items())
+                    print(f"  run {r + 1}: pipeline  {wall:7.2f} s, worker CPU {cpu:7.2f} s ({stages}); "
+                          f"reference visit {result.reference_visit}")
+                sys.stdout.flush()
+        out_bytes = common.dir_bytes(out)
+    f, pp = min(floors), min(pipes)
+    ratio = pp / f
+    print()
+    print(f"I/O floor (best of {len(floors)}):          {f:7.2f} s")
+    print(f"match_backgrounds (best of {len(pipes)}):  {pp:7.2f} s")
+    print(f"RATIO pipeline / I/O floor: {ratio:.2f}x  (goal <= {GOAL:g}x: {'MET' if ratio <= GOAL else 'NOT MET'})"
+          f"   [median ratio {np.median(pipes) / np.median(floors):.2f}x]")
+    cr = min(pipe_cpu) / min(floor_cpu)
+    print(f"RATIO of worker CPU seconds (user+sys, best of each), pipeline / floor: {cr:.2f}x "
+          f"({min(pipe_cpu):.1f} s / {min(floor_cpu):.1f} s): the same comparison, less sensitive to other load")
+    print(f"output store: {out_bytes / 1e9:.2f} GB; input {in_bytes / 1e9:.2f} GB")
+
+    tm = best_result.timings
+    setup = pp - sum(tm.values())
+    print("\nwhere the pipeline's wall time goes (best run), in units of the I/O floor:")
+    for k, v in list(tm.items()) + [("setup (catalog, store, models, complete)", setup)]:
+        print(f"  {k:<44}{v:7.2f} s  = {v / f:5.2f} x floor  ({100 * v / pp:4.1f}% of the run)")
+
+    summ = common.task_stream_summary(best_stream)
+    common.print_task_summary(summ, pp, 2, "pipeline (best run)")
+    fsum = common.task_stream_summary(floor_stream)
+    common.print_task_summary(fsum, f, 2, "I/O floor (best run)")
+    fl = fsum.get("io_floor", {"compute": np.nan})
+    print("\nper-warp task time (thread-seconds per warp), pipeline stages vs the floor's one task per warp:")
+    per = {
+        "stage A (warp_partial)": summ.get("warp_partial", {}).get("compute", 0.0),
+        "stage B (difference_partial)": summ.get("difference_partial", {}).get("compute", 0.0),
+        "stage C (match_and_write + finish)": summ.get("_match_and_write", summ.get("match_and_write", {})).get("compute", 0.0)
+        + summ.get("_finish", summ.get("finish", {})).get("compute", 0.0),
+    }
+    fpw = fl["compute"] / n_warps
+    for k, v in per.items():
+        print(f"  {k:<40}{v / n_warps:7.3f} s/warp = {v / n_warps / fpw:5.2f} x floor task")
+    print(f"  {'I/O floor (read + write all planes)':<40}{fpw:7.3f} s/warp")
+    print(f"\nDask performance report (last pipeline run): {report}")
+
+    steps, e = warp_anatomy(tract, work / f"anatomy-{tag}.zarr")
+    print(f"\nanatomy of one warp's tasks ({e.box.width} x {e.box.height}, in this process, best of 3):")
+    for name, ms, total in steps:
+        print(f"  {name:<48}{ms:8.1f} ms  {100 * ms / total:5.1f}%")
+    return ratio
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+if __name__ == "__main__":
+    main()
