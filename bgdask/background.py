@@ -296,5 +296,7 @@ def offset_rows(
 
 
 def apply_offset(image: np.ndarray, offset: np.ndarray) -> np.ndarray:
-    """The matched image: image + offset, as float32 (NaN stays NaN)."""
-    return (image.astype(np.float64) + offset).astype(np.float32)
+    """The matched image: image + offset (computed in float64, in ``offset``'s
+    buffer, which is consumed), as float32. NaN stays NaN."""
+    np.add(offset, image, out=offset)     # float64, in place: no temporary
+    return offset.astype(np.float32)

@@ -303,7 +303,10 @@ def _make_local(options: ClusterOptions):
         kwargs["local_directory"] = options.local_directory
     try:
         # the nanny hands its configuration to the worker process it starts
-        with dask.config.set({"distributed.worker.preload": ["bgdask._worker_preload"]}):
+        # Dask's MALLOC_TRIM_THRESHOLD_=65536 makes every large NumPy temporary
+        # page-fault in afresh: a third of the workers' CPU time (BENCHMARKS.md)
+        with dask.config.set({"distributed.worker.preload": ["bgdask._worker_preload"],
+                              "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
             return LocalCluster(**kwargs)
     except Exception as exc:
         raise ClusterError(f"could not start the local Dask cluster: {exc}") from exc

@@ -53,7 +53,7 @@ def open_warps(source, skymap: SkyMap | str | os.PathLike | None = None,
     data_vars = {}
     for plane in ("image", "mask", "variance"):
         arr = da.map_blocks(
-            _load_block, refs, plane=plane, target=catalog.mask_planes, width=w,
+            _load_block, refs, plane=plane, target=catalog.mask_planes, width=w, rows=rows, height=h,
             chunks=out_chunks, dtype=DTYPE[plane], name=f"open-warps-{plane}-{token}",
             meta=np.empty((0, 0, 0, 0), dtype=DTYPE[plane]),
         )
@@ -85,10 +85,11 @@ def _token(catalog: Catalog, rows: int) -> str:
     return h.hexdigest()
 
 
-def _load_block(refs: np.ndarray, plane: str, target: dict, width: int, block_info=None) -> np.ndarray:
+def _load_block(refs: np.ndarray, plane: str, target: dict, width: int, rows: int, height: int,
+                block_id=None) -> np.ndarray:
     """One chunk: rows of one warp's plane, padded; fill for absent warps."""
-    info = block_info[None]
-    (y0, y1), (x0, x1) = info["array-location"][2:]
+    y0 = block_id[2] * rows           # block_id: cheaper for Dask than block_info
+    y1 = min(y0 + rows, height)
     out = np.full((1, 1, y1 - y0, width), FILL[plane], dtype=DTYPE[plane])
     entry: WarpEntry | None = refs[0, 0, 0, 0]
     if entry is None or y0 >= entry.box.height:

@@ -44,10 +44,25 @@ def plane_bits(layout: Mapping[str, int], names: Iterable[str]) -> int:
 
 
 def remap_mask(mask: np.ndarray, layout: Mapping[str, int], target: Mapping[str, int]) -> np.ndarray:
-    """Re-express ``mask`` (bits of ``layout``) in the bits of ``target`` (int32)."""
-    mask = np.asarray(mask).astype(np.int64, copy=False)
+    """Re-express ``mask`` (bits of ``layout``) in the bits of ``target`` (int32).
+
+    One AND when every bit stays where it is; otherwise two 65,536-entry
+    lookup tables, one per 16-bit half of the mask.
+    """
+    mask = np.asarray(mask).astype(np.int32, copy=False)
+    moves = [(int(bit), int(target[name])) for name, bit in layout.items() if name in target]
+    if all(src == dst for src, dst in moves):
+        keep = sum(1 << src for src, _ in moves)
+        return mask & np.uint32(keep).view(np.int32)
+    bits = mask.view(np.uint32)
+    index = np.arange(1 << 16, dtype=np.int64)
     out = np.zeros(mask.shape, dtype=np.int32)
-    for name, bit in layout.items():
-        if name in target:
-            out |= (((mask >> int(bit)) & 1) << int(target[name])).astype(np.int32)
+    for half in (0, 1):
+        lut = np.zeros(1 << 16, dtype=np.int64)
+        for src, dst in moves:
+            if 16 * half <= src < 16 * (half + 1):
+                lut |= ((index >> (src - 16 * half)) & 1) << dst
+        if lut.any():
+            key = (bits >> 16 if half else bits & 0xFFFF).astype(np.uint16)
+            out |= lut.astype(np.uint32).view(np.int32)[key]
     return out

@@ -501,3 +501,28 @@ def test_unwritable_directory_is_an_input_error(tmp_path):
         write_warp(path, make_warp())
     assert str(caught.value).startswith(str(path))
     assert not os.path.exists(path.parent)
+
+
+@pytest.mark.parametrize("name", ["exposure-version-2.fits", "parent.fits"])
+def test_reads_through_a_header_equal_astropy_reads(name, tmp_path):
+    """read_plane(WarpHeader) seeks to the recorded data offset; it must give
+    what astropy gives, BZERO included, and a clear error once truncated."""
+    from bgdask.io.fits import read_plane, read_warp_header
+
+    path = FIXTURES / name
+    header = read_warp_header(path)
+    assert header.layout is not None
+    for plane in ("image", "mask", "variance"):
+        for rows in (None, slice(2, 7), slice(0, 1)):
+            fast = read_plane(header, plane, rows)
+            slow = read_plane(path, plane, rows)
+            assert fast.dtype == slow.dtype
+            np.testing.assert_array_equal(fast, slow)
+    cut = tmp_path / name
+    data = path.read_bytes()
+    cut.write_bytes(data)
+    header = read_warp_header(cut)
+    offset = header.layout["variance"][0]
+    cut.write_bytes(data[: offset + 10])
+    with pytest.raises(InputError, match="truncated"):
+        read_plane(header, "variance")

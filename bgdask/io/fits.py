@@ -86,6 +86,8 @@ class WarpHeader:
     band: str | None
     hdus: dict[str, int]
     compressed: bool
+    #: plain (uncompressed) files: plane -> (data offset in bytes, BITPIX, BZERO, BSCALE)
+    layout: dict[str, tuple[int, int, float, float]] | None = None
 
     @property
     def box(self) -> Box:
@@ -141,6 +143,11 @@ def _parse_header(path: str, hdul: fits.HDUList) -> WarpHeader:
             _check_size(path, hdul, plane, index, rows=height)
     mask_planes = _mask_planes(path, headers["mask"]) or _mask_planes(path, hdul[0].header)
     primary = hdul[0].header
+    layout = None
+    if not compressed:
+        layout = {plane: (int(hdul.fileinfo(index)["datLoc"]), int(headers[plane]["BITPIX"]),
+                          headers[plane].get("BZERO", 0), headers[plane].get("BSCALE", 1))
+                  for plane, index in hdus.items()}
     return WarpHeader(
         path=path,
         x0=x0,
@@ -154,6 +161,7 @@ def _parse_header(path: str, hdul: fits.HDUList) -> WarpHeader:
         band=_butler_str(primary, "BAND"),
         hdus=hdus,
         compressed=compressed,
+        layout=layout,
     )
 
 
@@ -313,9 +321,39 @@ def read_plane(
     if rows is not None and not isinstance(rows, slice):
         raise TypeError(f"rows must be a slice or None, not {type(rows).__name__}")
     path = source.path if isinstance(source, WarpHeader) else os.fspath(source)
+    rows = rows or slice(None)
+    if isinstance(source, WarpHeader) and source.layout is not None and rows.step in (None, 1):
+        return _read_plain(source, plane, rows)
     with _open(path) as hdul:
         header = source if isinstance(source, WarpHeader) else _parse_header(path, hdul)
-        return _read_rows(header, hdul, plane, rows or slice(None))
+        return _read_rows(header, hdul, plane, rows)
+
+
+_BIG_ENDIAN = {8: ">u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}
+
+
+def _read_plain(header: WarpHeader, plane: str, rows: slice) -> np.ndarray:
+    """Rows of a plain HDU read at their known byte offset: one seek and one
+    read, no header parsing (each warp is read several times in a run)."""
+    offset, bitpix, bzero, bscale = header.layout[plane]
+    start, stop, _ = rows.indices(header.height)
+    n = max(stop - start, 0)
+    dtype = np.dtype(_BIG_ENDIAN[bitpix])
+    row_bytes = header.width * dtype.itemsize
+    try:
+        with open(header.path, "rb") as fh:
+            fh.seek(offset + start * row_bytes)
+            buf = fh.read(n * row_bytes)
+    except OSError as exc:
+        raise InputError(f"{header.path}: cannot read the {plane.upper()} plane ({exc})") from None
+    if len(buf) != n * row_bytes:
+        raise InputError(f"{header.path}: truncated: the {plane.upper()} plane ends early")
+    raw = np.frombuffer(buf, dtype=dtype).reshape(n, header.width)
+    if bzero or bscale != 1:
+        if bitpix > 0 and bscale == 1 and float(bzero).is_integer():
+            return (raw.astype(np.int64) + int(bzero)).astype(_DTYPES[plane])
+        return (raw * bscale + bzero).astype(_DTYPES[plane])
+    return raw.astype(_DTYPES[plane])
 
 
 def _read_rows(header: WarpHeader, hdul: fits.HDUList, plane: str, rows: slice) -> np.ndarray:
