@@ -198,16 +198,19 @@ def cmd_export(args) -> int:
     tract = _json.loads(ds.attrs["skymap"]).get("tract")
     out = Path(args.fits)
     out.mkdir(parents=True, exist_ok=True)
+    present = ds.present.values
+    x0, y0 = ds.x0.values, ds.y0.values
+    width, height = ds.width.values, ds.height.values
     n = 0
     for vi, v in enumerate(ds.visit.values):
         for pi, p in enumerate(ds.patch.values):
-            if not ds.present.values[vi, pi]:
+            if not present[vi, pi]:
                 continue
-            h, w = int(ds.height.values[pi]), int(ds.width.values[pi])
+            h, w = int(height[pi]), int(width[pi])
             sel = dict(visit=vi, patch=pi)
             warp = Warp(
                 image=ds.image[sel].values[:h, :w], mask=ds.mask[sel].values[:h, :w],
-                variance=ds.variance[sel].values[:h, :w], x0=int(ds.x0.values[pi]), y0=int(ds.y0.values[pi]),
+                variance=ds.variance[sel].values[:h, :w], x0=int(x0[pi]), y0=int(y0[pi]),
                 mask_planes=planes, visit=int(v), patch=int(p), tract=tract,
             )
             write_warp(out / f"matched_{int(v)}_{int(p)}.fits", warp, overwrite=args.overwrite)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Mapping
 
 import numpy as np
 import yaml
@@ -316,13 +316,3 @@ def coarse_window(lo: int, size: int, binning: int, n_total: int, margin: int) -
     k0 = lo // binning - margin
     k1 = (lo + size - 1) // binning + 1 + margin
     return max(k0, 0), min(k1, n_total)
-
-
-def boxes_cover(boxes: Iterable[Box]) -> Box:
-    """The smallest box holding all ``boxes``."""
-    boxes = list(boxes)
-    x0 = min(b.x0 for b in boxes)
-    y0 = min(b.y0 for b in boxes)
-    x1 = max(b.x1 for b in boxes)
-    y1 = max(b.y1 for b in boxes)
-    return Box(x0, y0, x1 - x0, y1 - y0)

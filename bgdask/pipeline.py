@@ -53,8 +53,6 @@ def default_chunk_rows() -> int:
 
     return int(dask.config.get("bgdask.chunk-rows", DEFAULT_CHUNK_ROWS))
 
-TABLE_COLUMNS = ["ref_chi2", "ref_variance", "ref_coverage", "ref_cost",
-                 "n_good", "model_mean", "model_rms", "fit_rms", "status"]
 
 
 class UnusableWarpWarning(UserWarning):
@@ -165,9 +163,6 @@ class _Plan:
     @property
     def patches(self) -> list[int]:
         return sorted({p for _, p in self.warps})
-
-    def of_visit(self, visit):
-        return [w for (v, _), w in self.warps.items() if v == visit]
 
 
 def _stage_a(plan: _Plan, ex) -> tuple[int, dict]:
@@ -388,20 +383,21 @@ def match_backgrounds(
 
     if group is not None and group.attrs.get("models_done"):
         ref, ref_table, models, usable = _stored_models(output, visits, patches)
+        table = _table(visits, ref_table, models)
         say(f"resuming {output}: models from the store, reference visit {ref}")
     else:
         # stages A and B first: bad input fails here, before any store exists
         ref, ref_table, models, usable = _models_and_reference(plan, ex, timings)
+        table = _table(visits, ref_table, models)
         _warn_unusable(_unusable(usable), {k: str(e) for k, e in catalog.entries.items()})
         try:
             if group is None:
                 _create(output, plan, catalog, fp, chunk_rows, overwrite)
-            zstore.write_models(output, visits, models, _table_dict(_table(visits, ref_table, models)),
+            zstore.write_models(output, visits, models, _table_dict(table),
                                 ref, _usable_array(usable, vidx, pidx))
         except OSError as exc:
             raise StoreError(f"{output}: cannot write the store ({exc})") from None
 
-    table = _table(visits, ref_table, models)
     say(f"reference visit: {ref}")
     t0 = time.perf_counter()
     try:

@@ -102,7 +102,7 @@ def visit_figures(total: Partial, grid_shape, cfg: MatchConfig, visit: int) -> R
 
 def visit_model(total: Partial, grid_shape, cfg: MatchConfig, visit: int) -> tuple[VisitModel, tuple]:
     """Stage B per visit: the difference model, and the usable counts read."""
-    has_data = any(n > 0 for (v, _), n in total.usable if v == visit) or not total.usable
+    has_data = any(n > 0 for (v, _), n in total.usable if v == visit)
     model = difference_model(total.acc, grid_shape, cfg, visit, has_data=has_data)
     return model, total.usable
 

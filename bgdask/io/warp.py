@@ -49,15 +49,6 @@ class Warp:
     def box(self) -> Box:
         return Box(int(self.x0), int(self.y0), self.width, self.height)
 
-    def bits(self, names) -> int:
-        """The OR of the bits of the named planes that this warp defines."""
-        value = 0
-        for name in names:
-            bit = self.mask_planes.get(name)
-            if bit is not None:
-                value |= 1 << int(bit)
-        return value
-
     def __repr__(self) -> str:
         ident = f"visit={self.visit}, patch={self.patch}, " if self.visit is not None else ""
         return f"Warp({ident}box={self.box}, planes={sorted(self.mask_planes)})"
