@@ -1,0 +1,151 @@
+"""Make the golden checksums: what bgdask's stores hold for a fixed set of runs.
+
+Run once from a given version of bgdask to record what it produces::
+
+    python tests/data/golden/make_golden.py tests/data/golden/checksums.json
+
+``tests/test_golden.py`` re-runs the same cases with the current code and
+asserts every array of every store (decoded) and the attributes that define
+a result are bitwise what was recorded. The cases are built here, from the
+deterministic simulator, so the test needs nothing but this file and the
+JSON it wrote.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import json
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+#: Store attributes that are part of a result (the others record where and when it ran).
+RESULT_ATTRS = ("reference_visit", "config", "skymap", "mask_planes", "complete", "models_done")
+
+
+def digest(a) -> str:
+    a = np.ascontiguousarray(np.asarray(a))
+    h = hashlib.sha256(f"{a.dtype.str}{a.shape}".encode())
+    h.update(a.tobytes())
+    return h.hexdigest()[:32]
+
+
+def store_digests(path) -> dict:
+    """sha256 of every array of the store (decoded) and its result attributes."""
+    import zarr
+
+    g = zarr.open_group(str(path), mode="r")
+    out = {"arrays": {}, "attrs": {}}
+    for name, arr in sorted(g.arrays()):
+        out["arrays"][name] = digest(arr[...])
+    for k in RESULT_ATTRS:
+        v = g.attrs.get(k)
+        if isinstance(v, str) and v[:1] in "{[":
+            v = json.loads(v)
+        out["attrs"][k] = v
+    return out
+
+
+def write_warps(warps, outdir: Path) -> Path:
+    """Write in-memory warps as afw FITS with a manifest; returns the manifest."""
+    from bgdask.io.fits import write_warp
+
+    outdir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for (v, p), w in sorted(warps.items()):
+        rel = f"warps/{v}/warp_{v}_{p}.fits"
+        (outdir / rel).parent.mkdir(parents=True, exist_ok=True)
+        write_warp(outdir / rel, w, overwrite=True)
+        rows.append((v, p, rel))
+    with open(outdir / "manifest.csv", "w", newline="") as fh:
+        csv.writer(fh).writerows([("visit", "patch", "path"), *rows])
+    return outdir / "manifest.csv"
+
+
+def cases():
+    """(name, warps, skymap, config dict, chunk_rows, compress, source kind)."""
+    from bgdask.simulate import make_tract
+
+    demo = make_tract(n_visits=4, num_patches=(3, 3), patch_inner=400, patch_border=20, seed=0)
+    small = make_tract(n_visits=3, num_patches=(2, 2), patch_inner=256, patch_border=16, seed=3)
+    yield "demo_auto", demo.warps, demo.skymap, {}, None, False
+    yield "small_auto_rows100", small.warps, small.skymap, {}, 100, False
+    yield "small_ref_variants", small.warps, small.skymap, dict(
+        ref_visit=small.visits[1], grid_statistic="MEAN", interpolation="NATURAL_SPLINE",
+        do_smooth=True, extrapolation="linear", window_scale=1.0), 64, False
+    yield "small_linear_bins", small.warps, small.skymap, dict(
+        interpolation="LINEAR", x_bin=64, y_bin=96, binning=32, num_iter=5,
+        undersample_style="REDUCE_INTERP_ORDER"), None, True
+    yield "small_median_const", small.warps, small.skymap, dict(
+        grid_statistic="MEDIAN", interpolation="NONE", extrapolation="nearest"), 200, False
+
+    ref, other = small.visits[0], small.visits[1]
+    two = {k: w for k, w in small.warps.items() if k[0] in (ref, other)}
+    skip = dict(two)
+    for (v, p), w in two.items():
+        if v == other:
+            w2 = dataclasses.replace(w, image=w.image.copy())
+            w2.image[np.isfinite(two[(ref, p)].image)] = np.nan
+            skip[(v, p)] = w2
+    yield "skip_no_overlap", skip, small.skymap, dict(ref_visit=ref, on_no_overlap="skip"), None, False
+    unusable = dict(small.warps)
+    p = sorted(q for v, q in unusable if v == other)[0]
+    unusable[(other, p)] = dataclasses.replace(unusable[(other, p)],
+                                               image=np.full_like(unusable[(other, p)].image, np.nan))
+    yield "unusable_warp", unusable, small.skymap, {}, None, False
+    empty = dict(two)
+    for key in [k for k in empty if k[0] == other]:
+        empty[key] = dataclasses.replace(empty[key], image=np.full_like(empty[key].image, np.nan))
+    yield "empty_visit", empty, small.skymap, dict(ref_visit=ref), None, False
+
+
+def run_all() -> dict:
+    from bgdask import MatchConfig
+    from bgdask.pipeline import match_arrays, match_backgrounds
+
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tmp = Path(tmp)
+        for name, warps, skymap, cfg, rows, compress in cases():
+            cfg = MatchConfig(**cfg)
+            if compress:
+                from bgdask.io.fits import write_warp
+
+                d = tmp / name
+                rows_csv = []
+                for (v, p), w in sorted(warps.items()):
+                    rel = f"warps/warp_{v}_{p}.fits.fz"
+                    (d / rel).parent.mkdir(parents=True, exist_ok=True)
+                    write_warp(d / rel, w, overwrite=True, compress=True)
+                    rows_csv.append((v, p, rel))
+                with open(d / "manifest.csv", "w", newline="") as fh:
+                    csv.writer(fh).writerows([("visit", "patch", "path"), *rows_csv])
+                manifest = d / "manifest.csv"
+            else:
+                manifest = write_warps(warps, tmp / name)
+            store = tmp / f"{name}.zarr"
+            match_backgrounds(manifest, store, cfg, skymap=skymap, scheduler="sync", chunk_rows=rows)
+            out[name] = store_digests(store)
+            # the serial driver on the same warps
+            res = match_arrays(warps, skymap, cfg, chunk_rows=rows)
+            out[name]["serial"] = {f"{v},{p}": digest(np.stack([m["image"], m["variance"]]).view(np.uint32))
+                                   + digest(m["mask"]) for (v, p), m in sorted(res.matched.items())}
+            if name == "demo_auto":
+                # a store as the input of another run
+                again = tmp / "from_store.zarr"
+                match_backgrounds(store, again, MatchConfig(ref_visit=int(res.reference_visit)),
+                                  scheduler="sync")
+                out["from_store"] = store_digests(again)
+    return out
+
+
+if __name__ == "__main__":
+    result = run_all()
+    Path(sys.argv[1]).write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
+    print(f"wrote {sys.argv[1]}: {len(result)} cases")
