@@ -29,7 +29,7 @@ from bgdask.masks import remap_mask
 from bgdask.pipeline import UnusableWarpWarning, match_arrays, match_backgrounds
 from bgdask.simulate import warp_filename
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "afw"
+FIXTURES = Path(__file__).resolve().parent / "data" / "afw"
 EMPTY_EXPOSURE = FIXTURES / "ticket2233.fits"
 
 

@@ -17,7 +17,7 @@ from bgdask.errors import InputError
 from bgdask.geometry import Box
 from bgdask.io import PLANES, Warp, WarpHeader, read_plane, read_warp, read_warp_header, write_warp
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "afw"
+FIXTURES = Path(__file__).resolve().parent / "data" / "afw"
 EXPOSURE = FIXTURES / "exposure-version-2.fits"
 PARENT = FIXTURES / "parent.fits"
 EMPTY = FIXTURES / "ticket2233.fits"

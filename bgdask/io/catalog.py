@@ -22,7 +22,7 @@ from ..geometry import Box, SkyMap, infer_skymap
 from ..masks import canonical_planes
 from .fits import WarpHeader, read_plane, read_warp_header
 
-__all__ = ["WarpEntry", "Catalog", "find_warps", "load_plane"]
+__all__ = ["WarpEntry", "Catalog", "catalog_from_rows", "find_warps", "load_plane"]
 
 FITS_SUFFIXES = (".fits", ".fits.fz", ".fit", ".fz")
 
@@ -140,6 +140,16 @@ def find_warps(source: str | os.PathLike, max_workers: int | None = None) -> Cat
         rows = _read_manifest(path)
     else:
         raise InputError(f"{path}: not a directory, a manifest CSV or a Zarr store")
+    return catalog_from_rows(rows, str(path), max_workers=max_workers)
+
+
+def catalog_from_rows(rows: list[Mapping], source: str, max_workers: int | None = None) -> Catalog:
+    """A catalog of warp files listed as rows: ``path`` and optionally
+    ``visit``, ``patch``, ``tract`` (which, when the file's Butler cards are
+    present, must agree with them). Reads every file's headers (no pixels)."""
+    rows = [dict(r) for r in rows]
+    if not rows:
+        raise InputError(f"{source}: no warps")
     if max_workers is None:
         import dask.config
 
@@ -161,9 +171,9 @@ def find_warps(source: str | os.PathLike, max_workers: int | None = None) -> Cat
         for e in entries.values():
             by_tract.setdefault(e.tract, e.path)
         detail = "; ".join(f"tract {t}: {p}" for t, p in sorted(by_tract.items(), key=str))
-        raise InputError(f"{path}: warps of more than one tract ({detail}); match one tract at a time")
+        raise InputError(f"{source}: warps of more than one tract ({detail}); match one tract at a time")
     tract = next(iter(tracts - {None}), None)
-    return Catalog(entries, str(path), tract)
+    return Catalog(entries, source, tract)
 
 
 def _read_manifest(path: Path) -> list[dict]:
