@@ -143,9 +143,9 @@ def main(argv=None):
     work.mkdir(parents=True, exist_ok=True)
     d, files = big_warps(work, n_files)
     skymap = d / "skymap.yaml"
-    from bgdask.pipeline import default_chunk_rows
+    import dask.config
 
-    print(f"default chunking: {default_chunk_rows()} rows per stage-C block; one 4200 x 4200 plane is "
+    print(f"default chunking: {dask.config.get('bgdask.chunk-rows')} rows per stage-C block; one 4200 x 4200 plane is "
           f"{4200 * 4200 * 4 / 1e6:.0f} MB (float32/int32)")
     results = {}
     with common.local_cluster(2, 1, memory_limit="8GB") as client:

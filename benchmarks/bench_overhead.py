@@ -5,16 +5,17 @@
 A tract of 10 x 10 patches of 60 pixels (outer boxes 64 x 64, clipped to
 62 at the tract's edges) with N / 100 visits covering every patch (default
 N = 3,000 warps; --small: 1,000). The catalog is built in memory
-(bgdask.io.catalog.Catalog of WarpEntry) pointing at 16 real tiny afw FITS
-files (4 box shapes x 4 sky levels), each reused by many (visit, patch).
+(bgdask.io.catalog.Catalog of warp sources) pointing at 16 real tiny afw FITS
+files (4 box shapes x 4 sky levels), each reused by many (visit, patch)
+through a small WarpSource that places a file's pixels at another box.
 
 Measured, on a LocalCluster of 2 workers x 1 thread:
 
 * ``bgdask.match_backgrounds`` end to end: wall time per warp, the task
   time per warp, and the overhead per warp = (wall - task seconds / 2) /
   warps (goal: well under 20 ms per warp);
-* graph build time and task count of stages A, B and C (recorded by a
-  subclass of bgdask.pipeline.DaskExecutor: build = stage time - compute);
+* graph build time and task count of stages A, B and C (recorded by
+  wrapping bgdask.executors.Executor.compute: build = stage time - compute);
 * ``bgdask.open_warps`` build time and task count for 5,000 and 20,000 warps
   (no I/O: headers come from the catalog).
 """
@@ -59,10 +60,21 @@ def tiny_files(work: Path) -> dict[tuple[int, int, int], object]:
             for h, w in shapes for k in range(params["variants"])}
 
 
+class Relocated:
+    """A tiny FITS warp placed at another patch's box (a WarpSource)."""
+
+    def __init__(self, header, box):
+        self.header, self.box = header, box
+        self.path, self.mask_planes = header.path, header.mask_planes
+
+    def read(self, plane, rows=None):
+        return self.header.read(plane, rows)
+
+
 def tiny_catalog(headers, n_warps: int):
     """A Catalog of n_warps warps (n_warps / 100 visits x 100 patches) in memory."""
     from bgdask.geometry import SkyMap
-    from bgdask.io.catalog import Catalog, WarpEntry
+    from bgdask.io.catalog import Catalog
 
     sm = SkyMap((INNER, INNER), BORDER, NP, tract=0)
     n_visits = max(1, n_warps // sm.n_patches)
@@ -71,40 +83,39 @@ def tiny_catalog(headers, n_warps: int):
         v = 1000 + vi
         for p in sm.patches:
             box = sm.outer_box(p)
-            hdr = headers[(box.height, box.width, vi % 4)]
-            entries[(v, p)] = WarpEntry(v, p, hdr.path, box, dict(hdr.mask_planes), 0, None, hdr)
+            entries[(v, p)] = Relocated(headers[(box.height, box.width, vi % 4)], box)
     return Catalog(entries, source=f"in-memory catalog of {len(entries)} tiny warps", tract=0), sm
 
 
 class Recorder:
-    """Patches bgdask.pipeline.DaskExecutor so that every compute() records
-    its label, task count and times."""
+    """Wraps bgdask.executors.Executor.compute so that every compute()
+    records its label, task count and times."""
 
     def __init__(self):
         self.calls = []
 
     def __enter__(self):
-        import bgdask.pipeline as pl
+        from bgdask.executors import Executor
 
-        base = pl.DaskExecutor
-        rec = self
+        rec, base = self, Executor.compute
 
-        class RecordingExecutor(base):
-            def compute(self, objs, label=""):
-                t_enter = time.perf_counter()
-                n = common.count_tasks(objs)
-                t_counted = time.perf_counter()
-                out = super().compute(objs, label)
-                rec.calls.append({"label": label, "tasks": n, "count_s": t_counted - t_enter,
-                                  "compute_s": time.perf_counter() - t_counted})
-                return out
+        def compute(ex, graph, keys, label=""):
+            t_enter = time.perf_counter()
+            n = len(graph.cull(set(keys)))
+            t_counted = time.perf_counter()
+            out = base(ex, graph, keys, label)
+            rec.calls.append({"label": label, "tasks": n, "count_s": t_counted - t_enter,
+                              "compute_s": time.perf_counter() - t_counted})
+            return out
 
-        self._base, self._pl = base, pl
-        pl.DaskExecutor = RecordingExecutor
+        self._base = base
+        Executor.compute = compute
         return self
 
     def __exit__(self, *exc):
-        self._pl.DaskExecutor = self._base
+        from bgdask.executors import Executor
+
+        Executor.compute = self._base
         return False
 
 

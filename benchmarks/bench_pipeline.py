@@ -51,55 +51,30 @@ def measured(pids, fn, *args):
     return wall, common.cpu_seconds(pids) - c0, res
 
 
-def _leaf(fn, *args):
-    """Call a stage A/B leaf task with or without the (visit, patch) keys
-    before each warp argument (its signature has had both forms)."""
-    import inspect
-
-    from bgdask.io.catalog import WarpEntry
-
-    names = list(inspect.signature(fn).parameters)
-    if names and names[0].endswith("key"):
-        full = []
-        for a in args:
-            if isinstance(a, WarpEntry):
-                full += [a.key, a]
-            else:
-                full.append(a)
-        args = tuple(full)
-    return fn(*args)
-
-
 def warp_anatomy(tract: Path, scratch: Path) -> list[tuple[str, float, float]]:
     """Time the steps of one full-size warp's tasks in this process (best of 3).
     Returns (step, ms, share of its stage)."""
+    import dask.config
     import zarr
 
-    from bgdask import tasks
-    from bgdask.background import (
-        apply_offset,
-        coarse_cells,
-        coarse_offsets,
-        difference_stats,
-        image_stats,
-        offset_rows,
-    )
+    from bgdask import background as bg
     from bgdask.config import MatchConfig
-    from bgdask.geometry import coarse_shape, superpixel_shape
-    from bgdask.io import store as zstore
-    from bgdask.io.catalog import find_warps, load_plane
+    from bgdask.geometry import coarse_cells, coarse_shape, superpixel_shape
+    from bgdask.io.catalog import find_warps
+    from bgdask.io.store import Store
     from bgdask.kernels.stats import bad_pixels
     from bgdask.masks import plane_bits, remap_mask
-    from bgdask.pipeline import DEFAULT_CHUNK_ROWS
 
+    chunk_rows = int(dask.config.get("bgdask.chunk-rows"))
     cat = find_warps(tract / "manifest.csv")
     sm = cat.resolve_skymap(tract / "skymap.yaml")
     cfg = MatchConfig()
     grid = superpixel_shape(sm.width, sm.height, cfg.x_bin, cfg.y_bin)
     # the biggest warp of the first (full) visit, and another visit's warp of that patch
     v0 = cat.visits[0]
-    e = max((x for x in cat if x.visit == v0), key=lambda x: x.box.width * x.box.height)
-    e2 = next(x for x in cat if x.patch == e.patch and x.visit != v0)
+    k = max((k for k in cat.entries if k[0] == v0), key=lambda k: cat[k].box.width * cat[k].box.height)
+    k2 = next(x for x in cat.entries if x[1] == k[1] and x[0] != v0)
+    e, e2 = cat[k], cat[k2]
 
     def best(f, n=3):
         t = np.inf
@@ -109,61 +84,66 @@ def warp_anatomy(tract: Path, scratch: Path) -> list[tuple[str, float, float]]:
             t = min(t, time.perf_counter() - t0)
         return t * 1000, r
 
-    rows = slice(0, min(DEFAULT_CHUNK_ROWS, e.box.height))
+    def leaf_a():
+        image = e.read("image")
+        return bg.warp_partial(k, image, bad_pixels(e.read("mask"), bits, image), e.box, grid, cfg)
+
+    def leaf_b():
+        image, image2 = e.read("image"), e2.read("image")
+        return bg.difference_partial(k, image, bad_pixels(e.read("mask"), bits, image), k2, image2,
+                                     bad_pixels(e2.read("mask"), bits2, image2), e.box, grid, cfg)
+
+    rows = slice(0, min(chunk_rows, e.box.height))
     bits = plane_bits(e.mask_planes, cfg.bad_mask_planes)
+    bits2 = plane_bits(e2.mask_planes, cfg.bad_mask_planes)
     steps = []
     # stage A leaf
-    t_img, img = best(lambda: load_plane(e, "image"))
-    t_msk, msk = best(lambda: load_plane(e, "mask"))
+    t_img, img = best(lambda: e.read("image"))
+    t_msk, msk = best(lambda: e.read("mask"))
     t_bad, bad = best(lambda: bad_pixels(msk, bits, img))
-    t_st, _ = best(lambda: image_stats(img, bad, e.box, grid, cfg))
-    t_a, _ = best(lambda: _leaf(tasks.warp_partial, e, grid, cfg))
+    t_st, _ = best(lambda: bg.image_stats(img, bad, e.box, grid, cfg))
+    t_a, _ = best(leaf_a)
     steps += [("A warp_partial: read image", t_img, t_a), ("A warp_partial: read mask", t_msk, t_a),
               ("A warp_partial: bad_pixels", t_bad, t_a), ("A warp_partial: superpixel stats", t_st, t_a),
               ("A warp_partial: total", t_a, t_a)]
     # stage B leaf
-    img2 = load_plane(e2, "image")
-    bad2 = bad_pixels(load_plane(e2, "mask"), plane_bits(e2.mask_planes, cfg.bad_mask_planes), img2)
-    t_diff, _ = best(lambda: difference_stats(img, bad, img2, bad2, e.box, grid, cfg))
-    t_b, _ = best(lambda: _leaf(tasks.difference_partial, e, e2, grid, cfg))
+    img2 = e2.read("image")
+    bad2 = bad_pixels(e2.read("mask"), bits2, img2)
+    t_diff, _ = best(lambda: bg.difference_stats(img, bad, img2, bad2, e.box, grid, cfg))
+    t_b, _ = best(leaf_b)
     steps += [("B difference_partial: 2 warps read + bad", t_b - t_diff, t_b),
               ("B difference_partial: ref-warp + stats", t_diff, t_b),
               ("B difference_partial: total", t_b, t_b)]
     # stage C chunk
     model = np.random.default_rng(0).normal(size=grid)
     cs = coarse_shape(sm.width, sm.height, cfg.binning)
-    kx, ky = coarse_cells(e.box, cfg, cs)
-    coarse = coarse_offsets(model, cfg, kx, ky)
-    t_r3, planes = best(lambda: [load_plane(e, p, rows) for p in ("image", "mask", "variance")])
-    t_badc, _ = best(lambda: bad_pixels(planes[1], bits, planes[0]))
-    t_off, off = best(lambda: offset_rows(coarse, kx[0], ky[0], e.box, rows, cfg))
-    t_app, _ = best(lambda: apply_offset(planes[0], off))
-    t_remap, _ = best(lambda: remap_mask(planes[1], e.mask_planes, cat.mask_planes))
-    t_mc, ch = best(lambda: tasks.match_chunk(e, rows, (coarse, ky[0], kx[0]), True, cfg, cat.mask_planes))
+    kx, ky = coarse_cells(e.box, cfg.binning, cs)
+    coarse = bg.coarse_offsets(model, cfg, kx, ky)
+    t_r3, planes = best(lambda: [e.read(p, rows) for p in ("image", "mask", "variance")])
+    t_off, off = best(lambda: bg.offset_rows(coarse, kx[0], ky[0], e.box, rows, cfg))
+    t_app, _ = best(lambda: bg.apply_offset(planes[0], off))
+    t_remap, mask = best(lambda: remap_mask(planes[1], e.mask_planes, cat.mask_planes))
+    t_mc, image = best(lambda: bg.matched_rows(planes[0], (coarse, ky[0], kx[0]), e.box, rows, True, cfg))
     out = common.fresh(scratch)
     h, w = sm.max_outer_shape
-    zstore.create_store(out, visits=[e.visit], patches=[e.patch], present=np.ones((1, 1), bool),
-                        boxes={e.patch: (e.box.x0, e.box.y0, e.box.width, e.box.height)},
-                        coarse_origin={e.patch: (0, 0)}, coarse_max=cs, warp_shape=(h, w),
-                        grid_shape=grid, chunk_rows=DEFAULT_CHUNK_ROWS, attrs={})
-    t_w, _ = best(lambda: zstore.write_rows(str(out), 0, 0, rows.start, rows.stop, w, ch.image, ch.mask,
-                                            ch.variance, e.box.width))
+    st = Store.create(out, visits=[k[0]], patches=[k[1]], present=np.ones((1, 1), bool), skymap=sm, config=cfg,
+                      chunk_rows=chunk_rows, attrs={})
+    t_w, _ = best(lambda: st.write_rows(0, 0, rows.start, image, mask, planes[2]))
     arr = zarr.open_array(os.path.join(out, "image"), mode="r+")
     block = np.full((rows.stop - rows.start, w), np.nan, np.float32)
-    block[:, : e.box.width] = ch.image
+    block[:, : e.box.width] = image
     t_wi, _ = best(lambda: arr.__setitem__((0, 0, rows, slice(None)), block))
-    t_c = t_mc + t_w
+    t_c = t_r3 + t_mc + t_remap + t_w
     n = rows.stop - rows.start
     # the floor's task for the same warp, in this process
-    t_floor, _ = best(lambda: common._floor_warp(e.header, str(out), 0, 0, w, DEFAULT_CHUNK_ROWS))
-    t_read_all, _ = best(lambda: [load_plane(e, p) for p in ("image", "mask", "variance")])
+    t_floor, _ = best(lambda: common._floor_warp(e, str(out), 0, 0, w, chunk_rows))
+    t_read_all, _ = best(lambda: [e.read(p) for p in ("image", "mask", "variance")])
     steps += [(f"floor task, whole warp ({e.box.height} rows): read 3 planes", t_read_all, t_floor),
               ("floor task, whole warp: write 3 planes", t_floor - t_read_all, t_floor),
               ("floor task, whole warp: total", t_floor, t_floor)]
     frac = e.box.height / n
     steps += [(f"C per warp (total x {frac:.2f} chunks) / floor task", t_c * frac, t_floor)]
     steps += [(f"C match_and_write ({n} rows): read 3 planes", t_r3, t_c),
-              ("C match_and_write: bad_pixels", t_badc, t_c),
               ("C match_and_write: offset_rows (Akima)", t_off, t_c),
               ("C match_and_write: apply_offset", t_app, t_c),
               ("C match_and_write: remap_mask", t_remap, t_c),

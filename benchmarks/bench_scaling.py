@@ -114,9 +114,9 @@ def project(c: dict, overhead_per_task: float, efficiency: float) -> None:
 
 
 def bench_pipeline_chunks(height: int) -> int:
-    from bgdask.pipeline import DEFAULT_CHUNK_ROWS
+    import dask.config
 
-    return -(-height // DEFAULT_CHUNK_ROWS)
+    return -(-height // int(dask.config.get("bgdask.chunk-rows")))
 
 
 def main(argv=None):

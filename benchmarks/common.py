@@ -166,6 +166,7 @@ def warm_workers(client) -> None:
 
     def warm():
         import bgdask.pipeline  # noqa: F401
+        import bgdask.stages  # noqa: F401
         from bgdask.background import image_stats
         from bgdask.config import MatchConfig
         from bgdask.geometry import Box
@@ -276,14 +277,14 @@ def io_floor(client, manifest, out: Path, chunk_rows: int | None = None) -> tupl
     variance once (bgdask.io.read_plane) and writes them once to a Zarr store
     with the very layout, chunking and compression of bgdask's output store
     (made by bgdask.io.store.create_store). Returns (wall seconds, bytes read)."""
+    import dask.config
     from distributed import wait
 
-    from bgdask.geometry import coarse_shape
-    from bgdask.io import store as zstore
+    from bgdask import MatchConfig
     from bgdask.io.catalog import find_warps
-    from bgdask.pipeline import DEFAULT_CHUNK_ROWS
+    from bgdask.io.store import Store
 
-    chunk_rows = chunk_rows or DEFAULT_CHUNK_ROWS
+    chunk_rows = chunk_rows or int(dask.config.get("bgdask.chunk-rows"))
     cat = find_warps(manifest)
     sm = cat.resolve_skymap(Path(manifest).parent / "skymap.yaml" if (Path(manifest).parent / "skymap.yaml").exists() else None)
     visits, patches = cat.visits, cat.patches
@@ -293,19 +294,13 @@ def io_floor(client, manifest, out: Path, chunk_rows: int | None = None) -> tupl
     for v, p in cat.entries:
         present[vidx[v], pidx[p]] = True
     h, w = sm.max_outer_shape
-    cs = coarse_shape(sm.width, sm.height, 64)
     fresh(out)
-    zstore.create_store(
-        out, visits=visits, patches=patches, present=present,
-        boxes={p: (sm.outer_box(p).x0, sm.outer_box(p).y0, sm.outer_box(p).width, sm.outer_box(p).height)
-               for p in patches},
-        coarse_origin={p: (0, 0) for p in patches}, coarse_max=cs, warp_shape=(h, w),
-        grid_shape=(sm.height // 128, sm.width // 128), chunk_rows=chunk_rows, attrs={},
-    )
+    Store.create(out, visits=visits, patches=patches, present=present, skymap=sm, config=MatchConfig(),
+                 chunk_rows=chunk_rows, attrs={})
     t0 = time.perf_counter()
-    futs = [client.submit(_floor_warp, e.header, str(out), vidx[e.visit], pidx[e.patch], w, chunk_rows,
-                          pure=False, key=f"io_floor-{e.visit}-{e.patch}")
-            for e in cat]
+    futs = [client.submit(_floor_warp, src, str(out), vidx[v], pidx[p], w, chunk_rows,
+                          pure=False, key=f"io_floor-{v}-{p}")
+            for (v, p), src in cat.items()]
     wait(futs)
     nbytes = sum(client.gather(futs))
     return time.perf_counter() - t0, nbytes

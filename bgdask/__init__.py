@@ -4,7 +4,8 @@ The Python API::
 
     import bgdask
     ds = bgdask.open_warps("warps/")                 # lazy (visit, patch) Dataset
-    result = bgdask.match_backgrounds("warps/", "out.zarr", client=client)
+    result = bgdask.match(ds)                        # reference, models, lazy `matched`
+    result = bgdask.match_backgrounds("warps/", "out.zarr", client=client)   # and a store
     result.reference_visit, result.table
 """
 
@@ -26,7 +27,10 @@ def _load_dask_config() -> None:
 _load_dask_config()
 
 from .config import MatchConfig  # noqa: E402
-from .errors import BgdaskError, ConfigError, GeometryError, InputError, ModelError, StoreError  # noqa: E402
+from .errors import (  # noqa: E402
+    BgdaskError, ConfigError, GeometryError, InputError, ModelError, NothingMatchedWarning, StoreError,
+    UnusableWarpWarning,
+)
 from .geometry import SkyMap  # noqa: E402
 
 
@@ -36,10 +40,14 @@ def __getattr__(name):
         from .collection import open_warps
 
         return open_warps
-    if name in ("match_backgrounds", "match_arrays", "MatchResult"):
-        from . import pipeline
+    if name in ("match", "match_arrays", "MatchResult"):
+        from . import matching as _match
 
-        return getattr(pipeline, name)
+        return getattr(_match, name)
+    if name == "match_backgrounds":
+        from .pipeline import match_backgrounds
+
+        return match_backgrounds
     if name == "io":
         import importlib
 
@@ -49,5 +57,6 @@ def __getattr__(name):
 
 __all__ = [
     "BgdaskError", "ConfigError", "GeometryError", "InputError", "MatchConfig", "ModelError",
-    "SkyMap", "StoreError", "match_arrays", "match_backgrounds", "open_warps", "__version__",
+    "MatchResult", "NothingMatchedWarning", "SkyMap", "StoreError", "UnusableWarpWarning", "match", "match_arrays", "match_backgrounds",
+    "open_warps", "__version__",
 ]

@@ -1,9 +1,9 @@
 """Accumulators, stats images, difference models and offset images.
 
-ALGORITHM.md steps 1, 2, 4, 5 and 6 as functions of NumPy arrays and a
-:class:`~bgdask.config.MatchConfig`. No Dask and no I/O here: the serial
-driver and the Dask pipeline call these same functions, so their numbers
-agree bit for bit.
+Steps 1, 2, 4, 5 and 6 of the method (docs/algorithm.md) as functions of
+NumPy arrays and a :class:`~bgdask.config.MatchConfig`. No Dask and no I/O
+here: the stages of a match (:mod:`bgdask.stages`) map these functions over
+the warps, whichever scheduler runs them.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 
 from .config import MatchConfig
 from .errors import ModelError
-from .geometry import Box, coarse_centers, coarse_window, superpixel_centers
+from .geometry import Box, coarse_cells, coarse_centers, superpixel_centers
 from .kernels.interp import (
     UndersampledError,
     fill_gaps,
@@ -36,14 +36,15 @@ __all__ = [
     "difference_model",
     "coarse_offsets",
     "offset_rows",
-    "COARSE_MARGIN",
+    "apply_offset",
+    "Partial",
+    "warp_partial",
+    "difference_partial",
+    "usable_partial",
+    "visit_model",
+    "warp_coarse",
+    "matched_rows",
 ]
-
-#: Coarse cells kept on each side of a warp's box. Akima and linear
-#: interpolation are local (a value depends on at most 3 points each side),
-#: so with this margin a warp's offsets equal the tract-wide interpolation and
-#: overlapping warps of one visit agree exactly on the pixels they share.
-COARSE_MARGIN = 4
 
 T = TypeVar("T")
 
@@ -181,9 +182,8 @@ def stats_image(acc: Accumulator, grid_shape, cfg: MatchConfig, label: str) -> S
     ny, nx = acc.shape
     xc = superpixel_centers(nx, cfg.x_bin)
     yc = superpixel_centers(ny, cfg.y_bin)
-    style = "CONSTANT" if cfg.interpolation == "NONE" else cfg.interpolation
     try:
-        filled = fill_gaps(values, defined, xc, yc, style, cfg.extrapolation,
+        filled = fill_gaps(values, defined, xc, yc, cfg.interpolation, cfg.extrapolation,
                            cfg.undersample_style == "REDUCE_INTERP_ORDER")
     except UndersampledError as exc:
         raise ModelError(f"{label}: {exc} (undersample_style THROW_EXCEPTION)") from None
@@ -261,13 +261,6 @@ def coarse_offsets(model: np.ndarray, cfg: MatchConfig, kx: tuple[int, int], ky:
     return linear_resample(along_x, ys, yq, axis=0)
 
 
-def coarse_cells(box: Box, cfg: MatchConfig, coarse_shape: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]]:
-    """The coarse cells (kx, ky ranges) a warp's offsets are built from."""
-    kx = coarse_window(box.x0, box.width, cfg.binning, coarse_shape[1], COARSE_MARGIN)
-    ky = coarse_window(box.y0, box.height, cfg.binning, coarse_shape[0], COARSE_MARGIN)
-    return kx, ky
-
-
 def offset_rows(
     coarse: np.ndarray,
     kx0: int,
@@ -285,10 +278,9 @@ def offset_rows(
     xq = np.arange(box.x0, box.x1, dtype=np.float64)
     start, stop, _ = rows.indices(box.height)
     yq = np.arange(box.y0 + start, box.y0 + stop, dtype=np.float64)
-    style = "CONSTANT" if cfg.interpolation == "NONE" else cfg.interpolation
     try:
         return separable_interpolate(
-            coarse, xc, yc, xq, yq, style, cfg.extrapolation,
+            coarse, xc, yc, xq, yq, cfg.interpolation, cfg.extrapolation,
             cfg.undersample_style == "REDUCE_INTERP_ORDER",
         )
     except UndersampledError as exc:
@@ -300,3 +292,64 @@ def apply_offset(image: np.ndarray, offset: np.ndarray) -> np.ndarray:
     buffer, which is consumed), as float32. NaN stays NaN."""
     np.add(offset, image, out=offset)     # float64, in place: no temporary
     return offset.astype(np.float32)
+
+
+# -- what the stages map -------------------------------------------------------
+
+@dataclass(frozen=True)
+class Partial:
+    """A (partial) sum over warps: the accumulator, and the number of usable
+    pixels of every warp read on the way, as ((visit, patch), count) pairs."""
+
+    acc: Accumulator
+    usable_pixels: tuple[tuple[tuple[int, int], int], ...] = ()
+
+    def __add__(self, other: "Partial") -> "Partial":
+        return Partial(self.acc + other.acc, self.usable_pixels + other.usable_pixels)
+
+
+EMPTY = Accumulator(np.zeros((0, 0)), np.zeros((0, 0)), np.zeros((0, 0)))
+
+
+def _usable(bad: np.ndarray) -> int:
+    return int(np.count_nonzero(~bad))
+
+
+def warp_partial(key, image, bad, box: Box, grid_shape, cfg: MatchConfig) -> Partial:
+    """Step 1 of one warp (reference choice): its superpixel sums and usable count."""
+    return Partial(image_stats(image, bad, box, grid_shape, cfg), ((key, _usable(bad)),))
+
+
+def difference_partial(ref_key, ref_image, ref_bad, key, image, bad, box: Box, grid_shape,
+                       cfg: MatchConfig) -> Partial:
+    """Step 4 on one patch: superpixel sums of ref - warp, and both usable counts."""
+    acc = difference_stats(ref_image, ref_bad, image, bad, box, grid_shape, cfg)
+    return Partial(acc, ((key, _usable(bad)), (ref_key, _usable(ref_bad))))
+
+
+def usable_partial(key, bad) -> Partial:
+    """A warp no difference reads: only its usable pixel count."""
+    return Partial(EMPTY, ((key, _usable(bad)),))
+
+
+def visit_model(total: Partial, grid_shape, cfg: MatchConfig, visit: int) -> tuple["VisitModel", tuple]:
+    """Step 5 of one visit from its summed differences, and the usable counts read."""
+    has_data = any(n > 0 for (v, _), n in total.usable_pixels if v == visit)
+    return difference_model(total.acc, grid_shape, cfg, visit, has_data=has_data), total.usable_pixels
+
+
+def warp_coarse(model: "VisitModel", box: Box, cfg: MatchConfig, coarse_shape) -> tuple[np.ndarray, int, int]:
+    """Step 6.1 of one warp: its coarse offset cells and their first cell (ky0, kx0)."""
+    kx, ky = coarse_cells(box, cfg.binning, coarse_shape)
+    if model.status != "matched":
+        return np.zeros((ky[1] - ky[0], kx[1] - kx[0])), ky[0], kx[0]
+    return coarse_offsets(model.model, cfg, kx, ky), ky[0], kx[0]
+
+
+def matched_rows(image: np.ndarray, coarse, box: Box, rows: slice, apply: bool, cfg: MatchConfig) -> np.ndarray:
+    """Step 6.2 on rows ``rows`` of one warp: image + offset, float32 (the
+    image unchanged when ``apply`` is false)."""
+    if not apply:
+        return np.array(image, dtype=np.float32, copy=True)
+    grid, ky0, kx0 = coarse
+    return apply_offset(image, offset_rows(grid, kx0, ky0, box, rows, cfg))

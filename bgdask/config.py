@@ -1,4 +1,4 @@
-"""MatchConfig: the fields of ALGORITHM.md, validated, loadable from YAML or TOML."""
+"""MatchConfig: the fields of the method (docs/algorithm.md), validated, loadable from YAML or TOML."""
 
 from __future__ import annotations
 
@@ -12,16 +12,13 @@ from typing import Any, Mapping
 import yaml
 
 from .errors import ConfigError
+from .kernels import EXTRAPOLATIONS, STATISTICS, STYLES
 
-__all__ = ["MatchConfig", "STATISTICS", "INTERPOLATIONS", "EXTRAPOLATIONS", "MIN_POINTS"]
+__all__ = ["MatchConfig", "STATISTICS", "INTERPOLATIONS", "EXTRAPOLATIONS"]
 
-STATISTICS = ("MEAN", "MEDIAN", "MEANCLIP")
-#: Interpolation styles, poorest first. NONE samples the nearest coarse cell.
-INTERPOLATIONS = ("NONE", "CONSTANT", "LINEAR", "NATURAL_SPLINE", "AKIMA_SPLINE")
-#: The fewest points each style needs (Rubin's afw values).
-MIN_POINTS = {"NONE": 1, "CONSTANT": 1, "LINEAR": 2, "NATURAL_SPLINE": 3, "AKIMA_SPLINE": 5}
+#: The interpolation styles (owned, like STATISTICS and EXTRAPOLATIONS, by bgdask.kernels).
+INTERPOLATIONS = STYLES
 UNDERSAMPLE_STYLES = ("REDUCE_INTERP_ORDER", "THROW_EXCEPTION")
-EXTRAPOLATIONS = ("quadratic", "linear", "nearest")
 NO_OVERLAP_POLICIES = ("raise", "skip")
 
 

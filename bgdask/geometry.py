@@ -25,7 +25,15 @@ __all__ = [
     "coarse_shape",
     "coarse_centers",
     "coarse_window",
+    "coarse_cells",
+    "COARSE_MARGIN",
 ]
+
+#: Coarse cells kept on each side of a warp's box. Akima and linear
+#: interpolation are local (a value depends on at most 3 points each side),
+#: so with this margin a warp's offsets equal the tract-wide interpolation and
+#: overlapping warps of one visit agree exactly on the pixels they share.
+COARSE_MARGIN = 4
 
 
 @dataclass(frozen=True, order=True)
@@ -198,6 +206,10 @@ class SkyMap:
             raise GeometryError(f"{path}: a skymap file holds a mapping")
         return cls.from_dict(d, source=str(path))
 
+    def to_flow_yaml(self) -> str:
+        """The skymap file's content on one line (valid YAML)."""
+        return yaml.safe_dump(self.to_dict(), default_flow_style=True, sort_keys=False, width=1000).strip()
+
     def to_yaml(self, path: str | Path) -> None:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
 
@@ -232,31 +244,74 @@ def infer_skymap(boxes: Mapping[int, Box], tract: int | None = None) -> SkyMap:
                 if all(sm.outer_box(p) == boxes[p] for p in patches):
                     fits.add(sm)
     if not fits:
-        raise GeometryError(
-            "cannot infer the tract geometry: the warps' boxes fit no regular "
-            "patch grid; give a skymap file (--skymap)"
-        )
+        raise GeometryError(f"cannot infer the tract geometry: {_why_no_grid(boxes, patches)}", **_SKYMAP_HINT)
     if len({(s.num_patches[0], s.patch_inner, s.patch_border) for s in fits}) == 1:
         # only the number of patch rows beyond the data is open: take the fewest
         fits = {min(fits, key=lambda s: s.num_patches[1])}
     if len(fits) > 1:
-        options = "; ".join(str(s) for s in sorted(fits, key=lambda s: s.num_patches))
-        raise GeometryError(
-            f"the tract geometry is ambiguous from the warps' boxes ({options}); "
-            "give a skymap file (--skymap)"
-        )
+        options = "; ".join(f"{s} (skymap YAML: {s.to_flow_yaml()})" for s in sorted(fits, key=lambda s: s.num_patches))
+        raise GeometryError(f"the tract geometry is ambiguous from the warps' boxes: {options}", **_SKYMAP_HINT)
     return fits.pop()
 
 
-def _solve_patch_geometry(boxes, ij, nx, ny):
-    """Least-squares (Px, Py, b) for the given patch counts, or None."""
+_SKYMAP_HINT = {"api": "pass skymap= (a SkyMap or a skymap YAML file)",
+                "cli": "give a skymap file with --skymap FILE"}
+
+
+def _why_no_grid(boxes: Mapping[int, Box], patches: list[int]) -> str:
+    """Why no grid fits: the grid the boxes themselves describe (sizes and
+    positions, ids aside) and where the ids disagree with it."""
+    grid = _grid_of_boxes(boxes)
+    more = "; ..." if len(patches) > 3 else ""
+    if grid is None:
+        listed = "; ".join(f"patch {p}: {boxes[p]}" for p in patches[:3])
+        return f"the warps' boxes fit no regular patch grid ({listed}{more})"
+    px, py, b = grid
+    size = (px + 2 * b, py + 2 * b)
+    facts, cells = [], []
+    for p in patches:
+        box = boxes[p]
+        if (box.width, box.height) == size and (box.x0 + b) % px == 0 and (box.y0 + b) % py == 0:
+            i, j = (box.x0 + b) // px, (box.y0 + b) // py
+            cells.append((i, j))
+            facts.append(f"patch {p}'s box {box} is the patch in column {i}, row {j}")
+        else:
+            facts.append(f"patch {p}'s box {box} is not a patch of that grid")
+    nx = max(i for i, _ in cells) + 1
+    ny = max(j for _, j in cells) + 1
+    example = SkyMap((px, py), b, (nx, ny))
+    return (f"the warps' boxes fit no regular patch grid at their patch ids. Their sizes and positions are "
+            f"those of patches of {px} x {py} pixels with a border of {b}: {'; '.join(facts[:3])}{more}. "
+            f"A patch id is row * (patches per row) + column: check the ids, or give the tract's geometry in "
+            f"a skymap file such as {example.to_flow_yaml()} (num_patches at least as shown)")
+
+
+def _grid_of_boxes(boxes: Mapping[int, Box]) -> tuple[int, int, int] | None:
+    """(Px, Py, b) of the regular grid whose interior outer boxes are the
+    most common box size here and fall at every such box's position, ids
+    aside; None if there is none. The smallest border that works is taken."""
+    from collections import Counter
+
+    (w, h), _ = Counter((bx.width, bx.height) for bx in boxes.values()).most_common(1)[0]
+    same = [bx for bx in boxes.values() if (bx.width, bx.height) == (w, h)]
+    for b in range(0, min(w, h) // 2):
+        px, py = w - 2 * b, h - 2 * b
+        if all((bx.x0 + b) % px == 0 and (bx.y0 + b) % py == 0 for bx in same):
+            return px, py, b
+    return None
+
+
+def _solve_patch_geometry(boxes, ij, nx, ny, exact: bool = True):
+    """Least-squares (Px, Py, b) for the given patch counts, or None (with
+    ``exact``, None unless it reproduces every box edge; else the rounded
+    least-squares solution when it is a valid geometry)."""
     rows, rhs = [], []
     for p, box in boxes.items():
         i, j = ij[p]
         # unknowns: Px, Py, b
         if i > 0:
             rows.append([i, 0, -1]); rhs.append(box.x0)
-        elif box.x0 != 0:
+        elif box.x0 != 0 and exact:
             return None
         if i < nx - 1:
             rows.append([i + 1, 0, 1]); rhs.append(box.x1)
@@ -264,7 +319,7 @@ def _solve_patch_geometry(boxes, ij, nx, ny):
             rows.append([nx, 0, 0]); rhs.append(box.x1)
         if j > 0:
             rows.append([0, j, -1]); rhs.append(box.y0)
-        elif box.y0 != 0:
+        elif box.y0 != 0 and exact:
             return None
         if j < ny - 1:
             rows.append([0, j + 1, 1]); rhs.append(box.y1)
@@ -279,7 +334,7 @@ def _solve_patch_geometry(boxes, ij, nx, ny):
         return None
     sol, *_ = np.linalg.lstsq(a, y, rcond=None)
     sol = np.round(sol).astype(int)
-    if not np.array_equal(a @ sol, y):
+    if exact and not np.array_equal(a @ sol, y):
         return None
     px, py = int(sol[0]), int(sol[1])
     b = int(sol[2]) if uses_b else 0
@@ -316,3 +371,11 @@ def coarse_window(lo: int, size: int, binning: int, n_total: int, margin: int) -
     k0 = lo // binning - margin
     k1 = (lo + size - 1) // binning + 1 + margin
     return max(k0, 0), min(k1, n_total)
+
+
+def coarse_cells(box: Box, binning: int, coarse_shape: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The coarse cells ``(kx, ky)`` ranges a warp's offsets are built from:
+    those covering its box plus :data:`COARSE_MARGIN` cells on each side."""
+    kx = coarse_window(box.x0, box.width, binning, coarse_shape[1], COARSE_MARGIN)
+    ky = coarse_window(box.y0, box.height, binning, coarse_shape[0], COARSE_MARGIN)
+    return kx, ky

@@ -5,15 +5,13 @@
   ``bgdask demo``): configuration, geometry, the reference visit, the
   per-visit table, completeness, stage times and the figures, embedded as
   base64 PNG data URIs (no external resource is loaded);
-* :func:`config_reference_markdown` renders the configuration reference
-  (``docs/configuration.md``) from :meth:`MatchConfig.field_docs`.
 
 Figures (file names are deterministic; sizes in pixels are fixed, see
 :data:`FIGURE_SIZES`):
 
 ``reference_choice.png``
     ref_chi2, ref_variance, ref_coverage and ref_cost per visit with the
-    reference marked (ALGORITHM.md step 3); when the reference was given in
+    reference marked (step 3 of docs/algorithm.md); when the reference was given in
     the configuration these figures were never computed, and the figure says so.
 ``diff_model_<visit>.png``
     the visit's superpixel difference model over the tract (step 5), with the
@@ -57,7 +55,6 @@ __all__ = [
     "render_figures",
     "write_figures",
     "write_report",
-    "config_reference_markdown",
 ]
 
 #: Pixel size (width, height) of each kind of figure.
@@ -74,9 +71,10 @@ MAX_MOSAIC_BINS = 300
 #: (sources would otherwise dominate the sky level of a bin).
 MOSAIC_EXTRA_PLANES = ("DETECTED",)
 
-STATUS_NAMES = {0: "matched", 1: "reference", 2: "skipped", 3: "empty"}
-TABLE_FIELDS = ("ref_chi2", "ref_variance", "ref_coverage", "ref_cost",
-                "n_good", "model_mean", "model_rms", "fit_rms", "status")
+from .table import COLUMNS, STATUS_CODES
+
+STATUS_NAMES = {code: name for name, code in STATUS_CODES.items()}
+TABLE_FIELDS = tuple(COLUMNS)
 
 REF_COLOUR = "#d62728"
 VISIT_COLOUR = "#1f77b4"
@@ -135,31 +133,19 @@ class _Store:
 
     @classmethod
     def open(cls, path) -> "_Store":
-        from .io.store import open_store
+        from .io.store import Store
 
-        path = str(path)
-        g = open_store(path)
-        attrs = dict(g.attrs)
-        visits = [int(v) for v in np.asarray(g["visit"][:])]
-        patches = [int(p) for p in np.asarray(g["patch"][:])]
-        boxes = {
-            p: tuple(int(np.asarray(g[n][:])[i]) for n in ("x0", "y0", "width", "height"))
-            for i, p in enumerate(patches)
-        }
-        table = {n: np.asarray(g[n][:]) for n in TABLE_FIELDS if n in g}
-        ref = attrs.get("reference_visit")
+        st = Store.open(path)
+        g = st.group
+        table = {n: np.asarray(v) for n, v in st.table().reset_index(drop=True).items()}
+        table["status"] = np.array([STATUS_CODES.get(s, -1) for s in table["status"]])
         return cls(
-            path=path, group=g, attrs=attrs, visits=visits, patches=patches, boxes=boxes,
-            present=np.asarray(g["present"][:], dtype=bool),
-            done=np.asarray(g["done"][:], dtype=bool),
-            usable=np.asarray(g["usable"][:], dtype=bool) if "usable" in g else np.asarray(g["done"][:], dtype=bool),
-            table=table,
-            config=_attr_json(attrs, "config", {}) or {},
-            skymap=_attr_json(attrs, "skymap"),
-            mask_planes=_attr_json(attrs, "mask_planes", {}) or {},
-            reference=int(ref) if ref is not None else None,
-            models_done=bool(attrs.get("models_done")),
-            chunk_rows=int(g["image"].chunks[2]),
+            path=st.path, group=g, attrs=st.attrs, visits=st.visits, patches=st.patches,
+            boxes={p: (b.x0, b.y0, b.width, b.height) for p, b in st.boxes.items()},
+            present=st.present, done=st.done(), usable=st.usable, table=table,
+            config=st.attrs.get("config") or {}, skymap=st.attrs.get("skymap"),
+            mask_planes=st.mask_planes, reference=st.reference_visit, models_done=st.models_done,
+            chunk_rows=st.chunk_rows,
         )
 
     # geometry
@@ -187,7 +173,13 @@ class _Store:
 
     @property
     def bins(self) -> tuple[int, int]:
-        return int(self.config.get("x_bin", 128)), int(self.config.get("y_bin", 128))
+        return self.cfg.x_bin, self.cfg.y_bin
+
+    @property
+    def cfg(self):
+        from .config import MatchConfig
+
+        return MatchConfig.from_dict(self.config)
 
     def status(self, visit: int) -> str:
         if "status" not in self.table:
@@ -200,11 +192,11 @@ class _Store:
     def bad_bits(self, extra=()) -> int:
         from .masks import plane_bits
 
-        names = list(self.config.get("bad_mask_planes", ("BAD", "SAT", "EDGE", "NO_DATA"))) + list(extra)
+        names = list(self.cfg.bad_mask_planes) + list(extra)
         return plane_bits(self.mask_planes, names)
 
     def ref_given(self) -> bool:
-        return self.config.get("ref_visit") is not None
+        return self.cfg.ref_visit is not None
 
 
 # -- binned mosaics -----------------------------------------------------------------
@@ -546,17 +538,19 @@ def _fig_reference_choice(st: _Store) -> Figure:
                 if np.isfinite(vals[i]):
                     ax.annotate("ref", (i, vals[i]), xytext=(0, 3), textcoords="offset points",
                                 ha="center", va="bottom", color=REF_COLOUR, fontsize=9, fontweight="bold")
-        fig.suptitle(f"Reference choice (ALGORITHM step 3): reference visit {ref} has the least cost",
+        fig.suptitle(f"Reference choice (step 3): reference visit {ref} has the least cost",
                      fontsize=13)
         alt = (f"Reference choice: bar charts of chi2, variance, coverage and cost per visit; "
                f"reference visit {ref} marked in red")
     fig.tight_layout(rect=(0, 0, 1, 0.95))
-    cfg = st.config
+    from .config import MatchConfig
+
+    cfg = MatchConfig.from_dict(st.config)
     caption = ("Per visit, the figures of the reference choice: the chi2 per degree of freedom of a plane "
                "fitted to the visit's own stats image, its mean variance, its number of good superpixels, "
-               f"and the cost {cfg.get('best_ref_weight_chi2', 0.3):g} chi2/max(chi2) + "
-               f"{cfg.get('best_ref_weight_variance', 0.3):g} var/max(var) + "
-               f"{cfg.get('best_ref_weight_global_coverage', 0.4):g} min(coverage)/coverage, stacked by term. "
+               f"and the cost {cfg.best_ref_weight_chi2:g} chi2/max(chi2) + "
+               f"{cfg.best_ref_weight_variance:g} var/max(var) + "
+               f"{cfg.best_ref_weight_global_coverage:g} min(coverage)/coverage, stacked by term. "
                "The reference (red) has the least cost.")
     if not computed:
         caption = "The reference visit was given in the configuration; the cost figures were not computed."
@@ -564,17 +558,16 @@ def _fig_reference_choice(st: _Store) -> Figure:
 
 
 def _cost_bars(ax, st: _Store, x, cost) -> None:
-    cfg = st.config
-    chi2 = np.asarray(st.table["ref_chi2"], dtype=np.float64)
-    var = np.asarray(st.table["ref_variance"], dtype=np.float64)
-    cov = np.asarray(st.table["ref_coverage"], dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        terms = [
-            ("chi2", cfg.get("best_ref_weight_chi2", 0.3) * chi2 / np.nanmax(chi2), "#9ecae1"),
-            ("variance", cfg.get("best_ref_weight_variance", 0.3) * var / np.nanmax(var), "#6baed6"),
-            ("coverage", cfg.get("best_ref_weight_global_coverage", 0.4) * np.nanmin(cov[cov > 0]) / cov
-             if np.any(cov > 0) else np.zeros_like(cov), "#2171b5"),
-        ]
+    from .config import MatchConfig
+    from .reference import cost_terms
+
+    cfg = MatchConfig.from_dict(st.config)
+    t = cost_terms(st.table["ref_chi2"], st.table["ref_variance"], st.table["ref_coverage"])
+    terms = [
+        ("chi2", cfg.best_ref_weight_chi2 * t["chi2"], "#9ecae1"),
+        ("variance", cfg.best_ref_weight_variance * t["variance"], "#6baed6"),
+        ("coverage", cfg.best_ref_weight_global_coverage * t["coverage"], "#2171b5"),
+    ]
     bottom = np.zeros(len(x))
     for label, vals, colour in terms:
         vals = np.where(np.isfinite(vals), vals, 0.0)
@@ -626,7 +619,7 @@ def _fig_diff_model(st: _Store, visit: int, m: _VisitMosaic) -> Figure:
     fig.subplots_adjust(left=0.1, right=0.95, top=0.93, bottom=0.1)
     alt = (f"Difference model of visit {visit} over the tract ({sy} x {sx} superpixels), "
            f"status {status}, with its footprint outlined")
-    caption = (f"The superpixel difference model of visit {visit} (ALGORITHM step 5): the offset that "
+    caption = (f"The superpixel difference model of visit {visit} (step 5): the offset that "
                f"matching adds to the visit, one value per {xb} x {yb} superpixel, gaps filled. "
                + ("" if drew else "The footprint covers the whole tract or nothing. ")
                + legend + ".")
@@ -927,7 +920,7 @@ def _visit_section(st: _Store) -> str:
         rows.append(row)
         if v == st.reference:
             classes[k] = "ref"
-    note = ("<p class=\"muted\">ref_*: the reference-choice figures (ALGORITHM step 3; NaN when the reference "
+    note = ("<p class=\"muted\">ref_*: the reference-choice figures (step 3 of docs/algorithm.md; NaN when the reference "
             "was given). n_good, model_mean, model_rms, fit_rms: the difference model (step 5) in nJy. "
             "warps / done / usable: warps present, written completely, with usable pixels.</p>")
     return "<h2>Visits</h2>\n" + note + "\n" + _table(headers, rows, classes, left=(1,))
@@ -1055,54 +1048,3 @@ def write_report(store, path) -> Path:
 
 
 # -- configuration reference ----------------------------------------------------------
-
-def _yaml_value(v) -> str:
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_yaml_value(x) for x in v) + "]"
-    return str(v)
-
-
-def config_reference_markdown() -> str:
-    """The configuration reference (``docs/configuration.md``) as Markdown,
-    from :meth:`bgdask.config.MatchConfig.field_docs`."""
-    from .config import MatchConfig
-
-    lines = [
-        "# Configuration reference",
-        "",
-        "<!-- Generated by bgdask.report.config_reference_markdown(); do not edit by hand.",
-        "     Regenerate: python -c \"from bgdask.report import config_reference_markdown as m; "
-        "print(m(), end='')\" > docs/configuration.md -->",
-        "",
-        "Every field of `bgdask.MatchConfig`. Names and defaults follow Rubin's",
-        "`MatchBackgroundsConfig` in snake_case; `extrapolation`, `window_scale` and",
-        "`on_no_overlap` are bgdask's additions. A bad value raises `ConfigError` naming the field.",
-        "",
-        "Set fields in a YAML or TOML file passed with `bgdask match --config FILE` (the fields may",
-        "sit under a top-level `bgdask:` or `match:` key), or in Python with",
-        "`MatchConfig(x_bin=256, ...)` and `MatchConfig.from_file(path)`. `--ref-visit` on the",
-        "command line overrides `ref_visit`.",
-        "",
-        "| field | default | meaning |",
-        "|---|---|---|",
-    ]
-    for name, default, doc in MatchConfig.field_docs():
-        meaning = doc.replace("|", "\\|")
-        lines.append(f"| `{name}` | `{_yaml_value(default)}` | {meaning} |")
-    lines += [
-        "",
-        "Example (`match.yaml`):",
-        "",
-        "```yaml",
-        "bgdask:",
-    ]
-    example = {"x_bin": 256, "y_bin": 256, "grid_statistic": "MEANCLIP", "interpolation": "AKIMA_SPLINE",
-               "extrapolation": "linear"}
-    for k, v in example.items():
-        lines.append(f"  {k}: {_yaml_value(v)}")
-    lines += ["```", ""]
-    return "\n".join(lines)

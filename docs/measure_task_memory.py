@@ -15,9 +15,11 @@ import tracemalloc
 
 import numpy as np
 
-from bgdask import tasks
+from bgdask import background as bg
 from bgdask.config import MatchConfig
 from bgdask.geometry import SkyMap, coarse_shape, superpixel_shape
+from bgdask.kernels.stats import bad_pixels
+from bgdask.masks import plane_bits
 from bgdask.io.warp import Warp
 from bgdask.masks import canonical_planes
 
@@ -48,11 +50,21 @@ def main() -> None:
         print(f"{label}: peak {top / 1e6:.0f} MB above its inputs ({time.perf_counter() - t:.2f} s)")
         return out
 
-    peak("stage A warp_partial", lambda: tasks.warp_partial(a, grid, cfg))
-    part = peak("stage B difference_partial", lambda: tasks.difference_partial(a, b, grid, cfg))
-    model = tasks.visit_model(part, grid, cfg, 2)
-    coarse = tasks.warp_coarse(model, b, cfg, coarse_shape(sm.width, sm.height, cfg.binning))
-    peak("stage C match_chunk, 1024 rows", lambda: tasks.match_chunk(b, slice(0, 1024), coarse, True, cfg, planes))
+    bits = plane_bits(planes, cfg.bad_mask_planes)
+
+    def leaf_a(w):
+        return bg.warp_partial((w.visit, 4), w.image, bad_pixels(w.mask, bits, w.image), box, grid, cfg)
+
+    def leaf_b(r, w):
+        return bg.difference_partial((r.visit, 4), r.image, bad_pixels(r.mask, bits, r.image), (w.visit, 4),
+                                     w.image, bad_pixels(w.mask, bits, w.image), box, grid, cfg)
+
+    peak("stage A warp_partial", lambda: leaf_a(a))
+    part = peak("stage B difference_partial", lambda: leaf_b(a, b))
+    model, _ = bg.visit_model(part, grid, cfg, 2)
+    coarse = bg.warp_coarse(model, box, cfg, coarse_shape(sm.width, sm.height, cfg.binning))
+    rows = slice(0, 1024)
+    peak("stage C matched_rows, 1024 rows", lambda: bg.matched_rows(b.image[rows], coarse, box, rows, True, cfg))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Shared fixtures: small simulated tracts, made once per session."""
+"""Shared fixtures: small simulated tracts and their stores, made once per session."""
 
 from __future__ import annotations
 
@@ -25,6 +25,39 @@ def small_tract(small_sim, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def sync_store(small_tract, tmp_path_factory):
+    """``small_tract`` matched on the synchronous scheduler (default
+    configuration, reference chosen): (result, store path). Read-only."""
+    from bgdask import match_backgrounds
+
+    out = tmp_path_factory.mktemp("sync") / "out.zarr"
+    return match_backgrounds(small_tract / "manifest.csv", out, scheduler="sync"), out
+
+
+@pytest.fixture(scope="session")
 def demo_sim():
     """4 visits on 3 x 3 patches of 400 pixels: the demo's tract (partial visits)."""
     return make_tract(n_visits=4, seed=1)
+
+
+@pytest.fixture
+def cli(capsys):
+    """``cli(*argv)``: run ``bgdask ARGV`` in this process; returns (exit
+    status, stdout, stderr). A Python exception escaping the command (the
+    user would see a traceback) fails the test."""
+    from bgdask.cli import main
+
+    def run(*argv):
+        capsys.readouterr()
+        try:
+            rc = main([str(a) for a in argv])
+        except SystemExit as exc:  # argparse
+            rc = exc.code
+        except BaseException as exc:  # noqa: BLE001 - the command would print a traceback
+            out, err = capsys.readouterr()
+            pytest.fail(f"`bgdask {' '.join(map(str, argv))}` raised {type(exc).__name__}: {exc} "
+                        f"instead of printing one message (stderr: {err!r})")
+        out, err = capsys.readouterr()
+        return rc, out, err
+
+    return run

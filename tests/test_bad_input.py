@@ -26,7 +26,7 @@ from bgdask import cli
 from bgdask.config import MatchConfig
 from bgdask.io import read_warp, write_warp
 from bgdask.masks import remap_mask
-from bgdask.pipeline import UnusableWarpWarning, match_arrays, match_backgrounds
+from bgdask import UnusableWarpWarning, match_arrays, match_backgrounds
 from bgdask.simulate import warp_filename
 
 FIXTURES = Path(__file__).resolve().parent / "data" / "afw"
@@ -347,5 +347,5 @@ def test_unusable_warps_serial_driver(unusable_tract, small_sim):
     assert len([w for w in caught if issubclass(w.category, UnusableWarpWarning)]) == len(UNUSABLE)
     assert sorted(result.unusable) == sorted(UNUSABLE)
     for key, how in UNUSABLE.items():
-        assert result.matched[key]["image"].tobytes() == warps[key].image.tobytes(), (
+        assert result.warp(*key).image.tobytes() == warps[key].image.tobytes(), (
             f"unusable warp {key} ({how}) was not left unchanged by the serial driver")

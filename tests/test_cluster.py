@@ -413,7 +413,7 @@ def test_kubernetes_manifests():
     (cluster,), (job,), (pvc,) = docs["DaskCluster"], docs["Job"], docs["PersistentVolumeClaim"]
     assert cluster["apiVersion"] == "kubernetes.dask.org/v1"
     name = cluster["metadata"]["name"]
-    assert cluster["spec"]["worker"]["replicas"] == 2
+    assert cluster["spec"]["worker"]["replicas"] >= 1
     assert "ReadWriteMany" in pvc["spec"]["accessModes"]
     claim = pvc["metadata"]["name"]
 
@@ -434,7 +434,9 @@ def test_kubernetes_manifests():
 
     (runner,) = job_pod["containers"]
     argv = runner["command"] + runner["args"]
-    assert argv[:5] == ["bgdask", "match", "/data/warps", "-o", "/data/out.zarr"]
+    assert argv[:2] == ["bgdask", "match"]
+    # the runner's input and output are on the volume the workers mount
+    assert argv[2].startswith("/data/") and argv[argv.index("-o") + 1].startswith("/data/")
     assert argv[argv.index("--scheduler") + 1] == f"tcp://{name}-scheduler:8786"
     _check_bgdask_argv(argv)
 
@@ -460,10 +462,8 @@ def _project_scripts() -> set[str]:
 def _check_bgdask_argv(argv: list[str]) -> None:
     """argv[0] is a script pyproject.toml declares; bgdask's own parser accepts the rest."""
     assert argv[0] in _project_scripts(), argv
-    try:
-        from bgdask.cli import build_parser
-    except ImportError:  # the CLI is not there yet: the name check has to do
-        return
+    from bgdask.cli import build_parser
+
     build_parser().parse_args(argv[1:])
 
 

@@ -8,22 +8,21 @@ import numpy as np
 import pytest
 
 import bgdask
-from bgdask import collection
 from bgdask.errors import GeometryError, InputError
-from bgdask.io import read_warp, write_warp
+from bgdask.io import WarpHeader, read_warp, write_warp
 from bgdask.io.catalog import find_warps
 from bgdask.masks import remap_mask
 
 
 def test_open_warps_reads_headers_only(small_tract, monkeypatch):
     calls = []
-    real = collection.load_plane
+    real = WarpHeader.read
 
-    def counting(entry, plane, rows=None):
-        calls.append((entry.key, plane, rows))
-        return real(entry, plane, rows)
+    def counting(header, plane, rows=None):
+        calls.append(((header.visit, header.patch), plane, rows))
+        return real(header, plane, rows)
 
-    monkeypatch.setattr(collection, "load_plane", counting)
+    monkeypatch.setattr(WarpHeader, "read", counting)
     ds = bgdask.open_warps(small_tract, chunks={"y": 100})
     assert calls == []          # opening read no pixel
     present = np.argwhere(ds.present.values)

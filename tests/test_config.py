@@ -78,8 +78,13 @@ def test_field_docs_cover_every_field():
 def test_dask_config_holds_bgdask_defaults():
     import dask
 
-    from bgdask.pipeline import default_chunk_rows
+    import bgdask
+    from bgdask.simulate import make_tract
 
-    assert dask.config.get("bgdask.chunk-rows") == default_chunk_rows() == 1024
+    assert dask.config.get("bgdask.chunk-rows") == 1024
+    sim = make_tract(n_visits=2, num_patches=(1, 1), patch_inner=300, patch_border=0, seed=1)
     with dask.config.set({"bgdask.chunk-rows": 64}):
-        assert default_chunk_rows() == 64
+        ds = bgdask.open_warps(sim.warps, chunks={"y": dask.config.get("bgdask.chunk-rows")})
+        assert ds.image.data.chunks[2] == (64, 64, 64, 64, 44)
+        result = bgdask.match(ds, bgdask.MatchConfig(x_bin=32, y_bin=32), scheduler="sync")
+        assert result.matched.image.data.chunks[2] == (64, 64, 64, 64, 44)   # stage C follows

@@ -27,14 +27,14 @@ from bgdask.io import Warp, read_warp, write_warp
 from bgdask.io.catalog import find_warps
 from bgdask.kernels.stats import bad_pixels
 from bgdask.masks import plane_bits
-from bgdask.pipeline import match_arrays
+from bgdask import match_arrays
 
 # Corrupted files make astropy warn (truncation, bad cards): expected here.
 pytestmark = [
     pytest.mark.filterwarnings("ignore::astropy.utils.exceptions.AstropyWarning"),
     pytest.mark.filterwarnings("ignore::astropy.io.fits.verify.VerifyWarning"),
     pytest.mark.filterwarnings("ignore:Generating overly large repr"),
-    pytest.mark.filterwarnings("ignore::bgdask.pipeline.UnusableWarpWarning"),
+    pytest.mark.filterwarnings("ignore::bgdask.errors.UnusableWarpWarning"),
 ]
 
 #: Mask planes of the fuzzed warps (each visit numbers them differently).
@@ -178,16 +178,16 @@ def test_match_arrays_fuzz(data):
     status = result.table["status"].to_dict()
     assert status[result.reference_visit] == "reference"
     assert set(status.values()) <= {"matched", "reference", "skipped", "empty"}
-    assert sorted(result.matched) == sorted(warps)
+    assert result.keys() == sorted(warps)
 
     for (v, p), w in warps.items():
-        m = result.matched[(v, p)]
-        assert m["image"].shape == w.image.shape and m["image"].dtype == np.float32
-        assert m["mask"].shape == w.mask.shape
-        assert _bits(m["variance"]) == _bits(w.variance.astype(np.float32)), f"variance of {(v, p)}"
+        m = result.warp(v, p)
+        assert m.image.shape == w.image.shape and m.image.dtype == np.float32
+        assert m.mask.shape == w.mask.shape
+        assert _bits(m.variance) == _bits(w.variance.astype(np.float32)), f"variance of {(v, p)}"
         finite = np.isfinite(w.image)
         if status[v] == "matched":
-            offset = m["image"].astype(np.float64) - w.image.astype(np.float64)
+            offset = m.image.astype(np.float64) - w.image.astype(np.float64)
             bad = finite & ~np.isfinite(offset)
             assert not bad.any(), (
                 f"warp {(v, p)} of matched visit {v}: offset not finite at {int(bad.sum())} of "
@@ -196,8 +196,8 @@ def test_match_arrays_fuzz(data):
             )
             assert np.isfinite(result.models[v].model).all(), f"model of matched visit {v}"
         else:
-            assert _bits(m["image"]) == _bits(w.image), f"unmatched warp {(v, p)} ({status[v]}) changed"
-        assert np.isnan(m["image"][np.isnan(w.image)]).all(), f"NaN input of {(v, p)} became a number"
+            assert _bits(m.image) == _bits(w.image), f"unmatched warp {(v, p)} ({status[v]}) changed"
+        assert np.isnan(m.image[np.isnan(w.image)]).all(), f"NaN input of {(v, p)} became a number"
 
     # a warp is flagged unusable exactly when it has no usable pixel
     expected = sorted(
@@ -206,7 +206,7 @@ def test_match_arrays_fuzz(data):
     )
     assert sorted(result.unusable) == expected
     for k in expected:  # and written unchanged
-        assert _bits(result.matched[k]["image"]) == _bits(warps[k].image), f"unusable warp {k} changed"
+        assert _bits(result.warp(*k).image) == _bits(warps[k].image), f"unusable warp {k} changed"
 
 
 def test_window_smaller_than_a_pixel_is_a_documented_error():

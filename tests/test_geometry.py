@@ -52,8 +52,10 @@ def test_infer_recovers_the_skymap(inner, border, nump):
 
 
 def test_infer_fails_clearly():
-    with pytest.raises(GeometryError, match="--skymap"):
+    with pytest.raises(GeometryError, match="skymap=") as info:
         infer_skymap({0: Box(0, 0, 100, 100), 1: Box(7, 3, 50, 90)})
+    assert "--skymap" in info.value.cli_message()
+    assert "patch 1's box [7:57, 3:93] (50 x 90) is not a patch of that grid" in str(info.value)
     with pytest.raises(GeometryError, match="no regular patch grid"):
         infer_skymap({0: Box(0, 0, 120, 120), 1: Box(100, 0, 120, 100)})
     # patch 0 alone is read as a one-patch tract

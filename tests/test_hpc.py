@@ -16,29 +16,20 @@ import threading
 import time
 import urllib.request
 
-import numpy as np
 import pytest
-import xarray as xr
 
 from bgdask.cluster import ClusterOptions, connect, dashboard_link
-from bgdask.pipeline import match_backgrounds
+from bgdask.testing import assert_stores_equal
+from bgdask import match_backgrounds
 
 ON_CI = bool(os.environ.get("CI"))  # on CI, SLURM must be there
 
 
-@pytest.fixture(scope="module")
-def reference_store(small_tract, tmp_path_factory):
-    out = tmp_path_factory.mktemp("ref") / "sync.zarr"
-    match_backgrounds(small_tract / "manifest.csv", out, scheduler="sync")
-    return out
+@pytest.fixture
+def reference_store(sync_store):
+    return sync_store[1]
 
 
-def assert_same_store(a, b):
-    da_, db = xr.open_zarr(a), xr.open_zarr(b)
-    assert da_.attrs["reference_visit"] == db.attrs["reference_visit"]
-    for name in ("image", "mask", "variance", "offset_coarse", "diff_model", "done", "present",
-                 "ref_cost", "model_mean", "fit_rms"):
-        np.testing.assert_array_equal(da_[name].values, db[name].values, err_msg=name)
 
 
 def _slurm_up() -> str | None:
@@ -64,7 +55,7 @@ def test_match_on_slurm_equals_local(small_tract, reference_store, tmp_path):
         client.wait_for_workers(2, timeout=120)
         assert len(client.scheduler_info()["workers"]) == 2
         match_backgrounds(small_tract / "manifest.csv", tmp_path / "slurm.zarr", client=client)
-    assert_same_store(reference_store, tmp_path / "slurm.zarr")
+    assert_stores_equal(reference_store, tmp_path / "slurm.zarr")
 
 
 def _free_port() -> int:
@@ -88,7 +79,7 @@ def test_match_on_an_existing_scheduler(small_tract, reference_store, tmp_path):
         with connect(ClusterOptions(scheduler=address, worker_timeout=60)) as client:
             client.wait_for_workers(2, timeout=60)
             match_backgrounds(small_tract / "manifest.csv", tmp_path / "sched.zarr", client=client)
-        assert_same_store(reference_store, tmp_path / "sched.zarr")
+        assert_stores_equal(reference_store, tmp_path / "sched.zarr")
     finally:
         for p in reversed(procs):
             p.terminate()
@@ -107,11 +98,12 @@ def test_dashboard_serves_while_a_match_runs(small_tract, tmp_path):
         def poll():
             while not done.is_set():
                 try:
+                    busy = any(client.processing().values())   # tasks running as we ask
                     with urllib.request.urlopen(f"{base}/info/main/workers.html", timeout=5) as r:
-                        seen.append((r.status, client.processing() != {} or True))
+                        seen.append((r.status, busy and any(client.processing().values())))
                 except OSError as exc:  # noqa: PERF203
                     seen.append((str(exc), False))
-                time.sleep(0.2)
+                time.sleep(0.05)
 
         t = threading.Thread(target=poll)
         t.start()
@@ -121,3 +113,4 @@ def test_dashboard_serves_while_a_match_runs(small_tract, tmp_path):
             done.set()
             t.join()
     assert seen and all(status == 200 for status, _ in seen), seen[:3]
+    assert any(busy for _, busy in seen), "no poll happened while tasks were processing"

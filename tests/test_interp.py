@@ -1,4 +1,4 @@
-"""Interpolation styles, fallbacks and extrapolation modes (ALGORITHM.md step 2)."""
+"""Interpolation styles, fallbacks and extrapolation modes (step 2 of docs/algorithm.md)."""
 
 import numpy as np
 import pytest

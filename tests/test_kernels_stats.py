@@ -1,7 +1,7 @@
 """Tests of the superpixel statistics kernel (bgdask.kernels.stats).
 
 The kernel is checked against a plain, per-window NumPy reference written
-here from the definition (ALGORITHM.md, Step 1): Python loops over the
+here from the definition (step 1 of docs/algorithm.md): Python loops over the
 superpixels, np.median / np.percentile / np.mean / np.var(ddof=1).
 """
 

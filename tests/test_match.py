@@ -9,8 +9,8 @@ import pytest
 from bgdask.background import Accumulator, StatsImage, offset_rows, stats_image, tree_reduce
 from bgdask.config import MatchConfig
 from bgdask.errors import ModelError
-from bgdask.pipeline import UnusableWarpWarning, match_arrays
-from bgdask.reference import choose_reference, reference_figures
+from bgdask import UnusableWarpWarning, match_arrays
+from bgdask.reference import choose_reference, reference_criteria
 from bgdask.simulate import offset_error
 
 
@@ -20,7 +20,7 @@ def test_offsets_match_the_truth(demo_sim, auto):
     res = match_arrays(demo_sim.warps, demo_sim.skymap, MatchConfig(ref_visit=ref))
     if not auto:
         assert res.reference_visit == demo_sim.visits[1]
-    err, rms = offset_error(demo_sim, res.reference_visit, lambda v, p: res.matched[(v, p)]["image"])
+    err, rms = offset_error(demo_sim, res.reference_visit, lambda v, p: res.warp(v, p).image)
     # the noise floor of a superpixel difference: sqrt(2) sigma / sqrt(pixels in a 256 x 256 window)
     floor = np.sqrt(2) * demo_sim.noise_sigma / 256
     print(f"\noffset RMS error {err:.4f} nJy = {100 * err / rms:.3f}% of the injected offsets' RMS "
@@ -32,11 +32,11 @@ def test_offsets_match_the_truth(demo_sim, auto):
 def test_reference_warps_unchanged_and_nan_stays_nan(demo_sim):
     res = match_arrays(demo_sim.warps, demo_sim.skymap)
     for (v, p), w in demo_sim.warps.items():
-        out = res.matched[(v, p)]
-        assert np.array_equal(np.isnan(out["image"]), np.isnan(w.image))
-        np.testing.assert_array_equal(out["variance"], w.variance)
+        out = res.warp(v, p)
+        assert np.array_equal(np.isnan(out.image), np.isnan(w.image))
+        np.testing.assert_array_equal(out.variance, w.variance)
         if v == res.reference_visit:
-            assert np.array_equal(out["image"], w.image, equal_nan=True)
+            assert np.array_equal(out.image, w.image, equal_nan=True)
 
 
 @pytest.mark.parametrize("style", ["AKIMA_SPLINE", "LINEAR", "CONSTANT"])
@@ -53,7 +53,7 @@ def test_overlapping_warps_share_offsets_exactly(small_sim, style):
                 continue
             offs = []
             for w, key in ((wp, (v, p)), (wq, (v, q))):
-                grid, ky0, kx0 = res.coarse[key]
+                grid, ky0, kx0 = res.coarse(*key)
                 full = offset_rows(grid, kx0, ky0, w.box, slice(None), cfg)
                 offs.append(full[common.y0 - w.box.y0:common.y1 - w.box.y0,
                                  common.x0 - w.box.x0:common.x1 - w.box.x0])
@@ -71,7 +71,7 @@ def test_natural_spline_offsets_nearly_agree(small_sim):
     common = wp.box.intersection(wq.box)
     offs = []
     for w, key in ((wp, (v, p)), (wq, (v, q))):
-        grid, ky0, kx0 = res.coarse[key]
+        grid, ky0, kx0 = res.coarse(*key)
         full = offset_rows(grid, kx0, ky0, w.box, slice(None), cfg)
         offs.append(full[common.y0 - w.box.y0:common.y1 - w.box.y0, common.x0 - w.box.x0:common.x1 - w.box.x0])
     assert np.max(np.abs(offs[0] - offs[1])) < 1e-3 * max(np.abs(offs[0]).max(), 1.0)
@@ -80,8 +80,9 @@ def test_natural_spline_offsets_nearly_agree(small_sim):
 def test_chunking_does_not_change_results(small_sim):
     a = match_arrays(small_sim.warps, small_sim.skymap, chunk_rows=1024)
     b = match_arrays(small_sim.warps, small_sim.skymap, chunk_rows=37)
-    for key in a.matched:
-        np.testing.assert_array_equal(a.matched[key]["image"], b.matched[key]["image"])
+    assert a.keys() == sorted(small_sim.warps)
+    for key in a.keys():
+        np.testing.assert_array_equal(a.warp(*key).image, b.warp(*key).image)
 
 
 def _two_visits(small_sim):
@@ -102,7 +103,7 @@ def test_visit_without_overlap_is_named(small_sim):
     res = match_arrays(warps, small_sim.skymap, MatchConfig(ref_visit=ref, on_no_overlap="skip"))
     assert res.table.loc[other, "status"] == "skipped"
     for (v, p), w in warps.items():
-        assert np.array_equal(res.matched[(v, p)]["image"], w.image, equal_nan=True)
+        assert np.array_equal(res.warp(v, p).image, w.image, equal_nan=True)
 
 
 def test_unusable_warps_warn_and_pass_through(small_sim):
@@ -113,7 +114,7 @@ def test_unusable_warps_warn_and_pass_through(small_sim):
     with pytest.warns(UnusableWarpWarning, match=f"visit {other}, patch {p}|\\({other}, {p}\\)"):
         res = match_arrays(warps, small_sim.skymap, MatchConfig(ref_visit=ref))
     assert (other, p) in res.unusable
-    assert np.all(np.isnan(res.matched[(other, p)]["image"]))
+    assert np.all(np.isnan(res.warp(other, p).image))
 
 
 def test_visit_with_nothing_usable_is_empty_not_fatal(small_sim):
@@ -165,7 +166,7 @@ def _stats(values, variance, good=None):
 
 
 def _choose(stats, cfg=MatchConfig(x_bin=10, y_bin=10)):
-    figs = {v: reference_figures(v, st, cfg) for v, st in stats.items()}
+    figs = {v: reference_criteria(v, st, cfg) for v, st in stats.items()}
     return choose_reference(figs, cfg)
 
 

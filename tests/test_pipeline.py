@@ -15,20 +15,13 @@ import bgdask
 from bgdask.background import offset_rows
 from bgdask.config import MatchConfig
 from bgdask.errors import ConfigError, StoreError
-from bgdask.io.store import STATUS_CODES
-from bgdask.pipeline import match_arrays, match_backgrounds
+from bgdask.table import STATUS_CODES
+from bgdask import match_arrays, match_backgrounds
 
 
 @pytest.fixture(scope="module")
 def serial(small_sim):
     return match_arrays(small_sim.warps, small_sim.skymap)
-
-
-@pytest.fixture(scope="module")
-def sync_store(small_tract, tmp_path_factory):
-    out = tmp_path_factory.mktemp("sync") / "out.zarr"
-    res = match_backgrounds(small_tract / "manifest.csv", out, scheduler="sync")
-    return res, out
 
 
 def assert_store_equals_serial(out, serial, sim):
@@ -38,12 +31,13 @@ def assert_store_equals_serial(out, serial, sim):
     visits, patches = list(ds.visit.values), list(ds.patch.values)
     planes = json.loads(ds.attrs["mask_planes"])
     assert planes == serial.mask_planes
-    for (v, p), m in serial.matched.items():
+    for v, p in serial.keys():
+        m = serial.warp(v, p)
         sel = dict(visit=visits.index(v), patch=patches.index(p))
-        h, w = m["image"].shape
+        h, w = m.image.shape
         for name in ("image", "mask", "variance"):
             got = ds[name][sel].values
-            np.testing.assert_array_equal(got[:h, :w], m[name], err_msg=f"{name} of {(v, p)}")
+            np.testing.assert_array_equal(got[:h, :w], getattr(m, name), err_msg=f"{name} of {(v, p)}")
         assert bool(ds.done[sel]) and bool(ds.present[sel])
     for vi, v in enumerate(visits):
         np.testing.assert_array_equal(ds.diff_model.values[vi], serial.models[v].model)
@@ -112,8 +106,9 @@ def test_open_warps_on_the_output_store(sync_store):
 
 def test_refuses_existing_and_foreign_stores(small_tract, sync_store, tmp_path):
     _, out = sync_store
-    with pytest.raises(StoreError, match="already exists.*--resume.*--overwrite"):
+    with pytest.raises(StoreError, match="already exists.*resume=True.*overwrite=True") as info:
         match_backgrounds(small_tract / "manifest.csv", out, scheduler="sync")
+    assert "--resume" in info.value.cli_message() and "--overwrite" in info.value.cli_message()
     with pytest.raises(StoreError, match="another run"):
         match_backgrounds(small_tract / "manifest.csv", out, MatchConfig(x_bin=64, y_bin=64),
                           scheduler="sync", resume=True)

@@ -18,8 +18,8 @@ import zarr
 import bgdask
 from bgdask import cli
 from bgdask.config import MatchConfig
-from bgdask.report import FIGURE_SIZES, config_reference_markdown, render_figures, write_figures, write_report
-from bgdask.simulate import make_tract, write_tract
+from bgdask.report import FIGURE_SIZES, render_figures, write_figures, write_report
+
 
 ON_CI = bool(os.environ.get("CI"))
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,18 +37,14 @@ def _kind(name: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def tract(tmp_path_factory):
-    sim = make_tract(n_visits=3, num_patches=(2, 2), patch_inner=256, patch_border=16, seed=3)
-    return sim, write_tract(sim, tmp_path_factory.mktemp("report_tract"))
+def tract(small_sim, small_tract):
+    return small_sim, small_tract
 
 
 @pytest.fixture(scope="module")
-def run(tract, tmp_path_factory):
+def run(sync_store):
     """The tract matched with the reference chosen by cost."""
-    _, d = tract
-    out = tmp_path_factory.mktemp("report_run") / "out.zarr"
-    result = bgdask.match_backgrounds(d / "manifest.csv", out, scheduler="sync")
-    return result, out
+    return sync_store
 
 
 @pytest.fixture(scope="module")
@@ -171,17 +167,6 @@ def test_report_with_given_reference_incomplete_and_perf_link(tract, tmp_path):
     assert (path.parent / link).resolve() == perf.resolve()
     figs = list(render_figures(store))
     assert [f.name for f in figs] == expected_names(result)
-
-
-def test_config_reference_is_current():
-    text = config_reference_markdown()
-    for name, _, doc in MatchConfig.field_docs():
-        assert f"| `{name}` |" in text
-    committed = ROOT / "docs" / "configuration.md"
-    assert committed.read_text() == text, (
-        "docs/configuration.md is stale; regenerate it with: python -c \"from bgdask.report import "
-        "config_reference_markdown as m; print(m(), end='')\" > docs/configuration.md"
-    )
 
 
 # -- in a real browser -----------------------------------------------------------------

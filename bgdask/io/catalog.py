@@ -1,59 +1,35 @@
-"""Finding warps: a directory of FITS files, a manifest CSV, or a Zarr store.
+"""Finding warps: a directory of FITS files, a manifest CSV, a bgdask store, or memory.
 
-A :class:`Catalog` maps (visit, patch) to a :class:`WarpEntry` that says
-where the warp's planes are and what its headers say (box, mask planes,
-Butler ids). Building one reads headers only, never pixels.
+A :class:`Catalog` maps (visit, patch) to a warp source (the
+:class:`~bgdask.io.warp.WarpSource` protocol: box, mask planes,
+``read(plane, rows)``). Building one reads headers only, never pixels.
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping
 
-import numpy as np
-
-from ..errors import InputError
+from ..errors import InputError, StoreError
 from ..geometry import Box, SkyMap, infer_skymap
 from ..masks import canonical_planes
-from .fits import WarpHeader, read_plane, read_warp_header
+from .fits import WarpHeader, read_warp_header
+from .warp import WarpSource
 
-__all__ = ["WarpEntry", "Catalog", "catalog_from_rows", "find_warps", "load_plane"]
+__all__ = ["Catalog", "catalog_from_rows", "find_warps", "from_warps"]
 
 FITS_SUFFIXES = (".fits", ".fits.fz", ".fit", ".fz")
 
 
-@dataclass(frozen=True)
-class WarpEntry:
-    """Where one warp lives and what its headers say."""
-
-    visit: int
-    patch: int
-    path: str
-    box: Box
-    mask_planes: Mapping[str, int]
-    tract: int | None = None
-    band: str | None = None
-    header: WarpHeader | None = None           # FITS warps
-    zarr_index: tuple[int, int] | None = None  # warps inside an input Zarr store
-
-    @property
-    def key(self) -> tuple[int, int]:
-        return (self.visit, self.patch)
-
-    def __str__(self) -> str:
-        return f"warp (visit {self.visit}, patch {self.patch}) in {self.path}"
-
-
 @dataclass
 class Catalog:
-    """The warps of one tract, keyed by (visit, patch), in sorted order."""
+    """The warps of one tract: (visit, patch) -> warp source, in sorted order."""
 
-    entries: dict[tuple[int, int], WarpEntry]
+    entries: dict[tuple[int, int], WarpSource]
     source: str
     tract: int | None = None
     mask_planes: dict[str, int] = field(default_factory=dict)
@@ -69,11 +45,14 @@ class Catalog:
     def __iter__(self):
         return iter(self.entries.values())
 
-    def __getitem__(self, key: tuple[int, int]) -> WarpEntry:
+    def __getitem__(self, key: tuple[int, int]) -> WarpSource:
         return self.entries[key]
 
     def __contains__(self, key) -> bool:
         return key in self.entries
+
+    def items(self):
+        return self.entries.items()
 
     @property
     def visits(self) -> list[int]:
@@ -83,14 +62,17 @@ class Catalog:
     def patches(self) -> list[int]:
         return sorted({p for _, p in self.entries})
 
-    def patches_of(self, visit: int) -> list[int]:
-        return [p for v, p in self.entries if v == visit]
+    def describe(self, key: tuple[int, int]) -> str:
+        """How messages name a warp: ``warp (visit V, patch P) in PATH``."""
+        path = getattr(self.entries.get(key), "path", None)
+        where = f" in {path}" if path else ""
+        return f"warp (visit {key[0]}, patch {key[1]}){where}"
 
     def boxes(self) -> dict[int, Box]:
         """Each patch's box (the same for all visits; checked by resolve_skymap)."""
         out: dict[int, Box] = {}
-        for e in self.entries.values():
-            out.setdefault(e.patch, e.box)
+        for (_, p), e in self.entries.items():
+            out.setdefault(p, e.box)
         return out
 
     def resolve_skymap(self, skymap: SkyMap | str | os.PathLike | None = None,
@@ -99,11 +81,12 @@ class Catalog:
         inferred from the boxes; every warp's box is checked against it."""
         if skymap is None:
             boxes = self.boxes()
-            for e in self.entries.values():
-                first = boxes[e.patch]
+            for key, e in self.entries.items():
+                first = boxes[key[1]]
                 if e.box != first:
                     raise InputError(
-                        f"{e.path}: box {e.box} differs from patch {e.patch}'s box {first} in another warp"
+                        f"{self.describe(key)}: box {e.box} differs from patch {key[1]}'s box {first} "
+                        "in another warp"
                     )
             skymap = infer_skymap(boxes, tract=self.tract)
             if log:
@@ -114,10 +97,11 @@ class Catalog:
             skymap = SkyMap(skymap.patch_inner, skymap.patch_border, skymap.num_patches, self.tract)
         elif skymap.tract is not None and self.tract is not None and skymap.tract != self.tract:
             raise InputError(f"the skymap is for tract {skymap.tract} but the warps are of tract {self.tract}")
-        for e in self.entries.values():
-            if not 0 <= e.patch < skymap.n_patches:
-                raise InputError(f"{e.path}: patch {e.patch} is not in the tract ({skymap})")
-            skymap.check_box(e.patch, e.box, where=e.path)
+        for key, e in self.entries.items():
+            where = getattr(e, "path", None) or self.describe(key)
+            if not 0 <= key[1] < skymap.n_patches:
+                raise InputError(f"{where}: patch {key[1]} is not in the tract ({skymap})")
+            skymap.check_box(key[1], e.box, where=where)
         return skymap
 
 
@@ -129,8 +113,10 @@ def find_warps(source: str | os.PathLike, max_workers: int | None = None) -> Cat
     path = Path(source)
     if not path.exists():
         raise InputError(f"{path}: no such file or directory")
-    if path.is_dir() and ((path / "zarr.json").exists() or (path / ".zgroup").exists()):
-        return _from_zarr(path)
+    from .store import is_store
+
+    if is_store(path):
+        return _from_store(path)
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file() and p.name.lower().endswith(FITS_SUFFIXES))
         if not files:
@@ -153,27 +139,31 @@ def catalog_from_rows(rows: list[Mapping], source: str, max_workers: int | None 
     if max_workers is None:
         import dask.config
 
-        max_workers = int(dask.config.get("bgdask.catalog-threads", 8))
+        max_workers = int(dask.config.get("bgdask.catalog-threads"))
     with ThreadPoolExecutor(max_workers=max_workers) as pool:
         headers = list(pool.map(lambda r: read_warp_header(r["path"]), rows))
-    entries: dict[tuple[int, int], WarpEntry] = {}
+    entries: dict[tuple[int, int], WarpHeader] = {}
+    tracts: dict[int | None, str] = {}
     for row, hdr in zip(rows, headers):
-        entry = _entry(row, hdr)
-        if entry.key in entries:
-            raise InputError(
-                f"two warps for (visit {entry.visit}, patch {entry.patch}): "
-                f"{entries[entry.key].path} and {entry.path}"
-            )
-        entries[entry.key] = entry
-    tracts = {e.tract for e in entries.values()}
-    if len(tracts - {None}) > 1:
-        by_tract = {}
-        for e in entries.values():
-            by_tract.setdefault(e.tract, e.path)
-        detail = "; ".join(f"tract {t}: {p}" for t, p in sorted(by_tract.items(), key=str))
+        key, tract = _identify(row, hdr)
+        if key in entries:
+            raise InputError(f"two warps for (visit {key[0]}, patch {key[1]}): {entries[key].path} and {hdr.path}")
+        entries[key] = hdr
+        tracts.setdefault(tract, hdr.path)
+    if len(set(tracts) - {None}) > 1:
+        detail = "; ".join(f"tract {t}: {p}" for t, p in sorted(tracts.items(), key=str) if t is not None)
         raise InputError(f"{source}: warps of more than one tract ({detail}); match one tract at a time")
-    tract = next(iter(tracts - {None}), None)
+    tract = next(iter(set(tracts) - {None}), None)
     return Catalog(entries, source, tract)
+
+
+def from_warps(warps: Mapping[tuple[int, int], WarpSource], source: str = "memory",
+               tract: int | None = None) -> Catalog:
+    """A catalog of warps already at hand (in-memory :class:`~bgdask.io.warp.Warp`
+    objects, or any warp sources), keyed by (visit, patch)."""
+    if not warps:
+        raise InputError(f"{source}: no warps")
+    return Catalog({(int(v), int(p)): w for (v, p), w in warps.items()}, source, tract)
 
 
 def _read_manifest(path: Path) -> list[dict]:
@@ -205,7 +195,8 @@ def _read_manifest(path: Path) -> list[dict]:
     return rows
 
 
-def _entry(row: dict, hdr: WarpHeader) -> WarpEntry:
+def _identify(row: Mapping, hdr: WarpHeader) -> tuple[tuple[int, int], int | None]:
+    """(visit, patch) and tract of a listed file: its Butler cards, else the row's."""
     ids = {}
     for key in ("visit", "patch", "tract"):
         card, listed = getattr(hdr, key), row.get(key)
@@ -217,53 +208,22 @@ def _entry(row: dict, hdr: WarpHeader) -> WarpEntry:
             f"{hdr.path}: no 'LSST BUTLER DATAID VISIT'/'PATCH' cards; list the file in a "
             "manifest CSV with visit and patch columns"
         )
-    return WarpEntry(
-        visit=int(ids["visit"]), patch=int(ids["patch"]), path=hdr.path, box=hdr.box,
-        mask_planes=dict(hdr.mask_planes), tract=None if ids["tract"] is None else int(ids["tract"]),
-        band=hdr.band, header=hdr,
-    )
+    return (int(ids["visit"]), int(ids["patch"])), None if ids["tract"] is None else int(ids["tract"])
 
 
-def _from_zarr(path: Path) -> Catalog:
-    import zarr
+def _from_store(path: Path) -> Catalog:
+    from .store import Store
 
     try:
-        group = zarr.open_group(str(path), mode="r")
-        attrs = dict(group.attrs)
-        visits = np.asarray(group["visit"][:])
-        patches = np.asarray(group["patch"][:])
-        present = np.asarray(group["present"][:])
-        done = np.asarray(group["done"][:]) if "done" in group else present
-        x0, y0 = np.asarray(group["x0"][:]), np.asarray(group["y0"][:])
-        width, height = np.asarray(group["width"][:]), np.asarray(group["height"][:])
-    except Exception as exc:  # noqa: BLE001 - any zarr failure is a bad input
+        st = Store.open(path)
+        done = st.done() & st.present
+        keys = st.keys()
+        skymap = st.skymap
+    except StoreError as exc:
         raise InputError(f"{path}: not a Zarr store in bgdask's layout ({exc})") from None
-    if not np.array_equal(done & present, present):
+    if not (done == st.present).all():
         raise InputError(f"{path}: the store is incomplete (some warps are not done); resume it first")
-    planes = json.loads(attrs["mask_planes"]) if isinstance(attrs.get("mask_planes"), str) else dict(attrs.get("mask_planes", {}))
-    tract = json.loads(attrs["skymap"]).get("tract") if isinstance(attrs.get("skymap"), str) else None
-    entries = {}
-    for vi, v in enumerate(visits):
-        for pi, p in enumerate(patches):
-            if present[vi, pi]:
-                box = Box(int(x0[pi]), int(y0[pi]), int(width[pi]), int(height[pi]))
-                entries[(int(v), int(p))] = WarpEntry(
-                    int(v), int(p), str(path), box, planes, tract, zarr_index=(vi, pi)
-                )
-    if not entries:
+    if not keys:
         raise InputError(f"{path}: the store holds no warps")
-    return Catalog(entries, str(path), tract, mask_planes=dict(planes))
-
-
-def load_plane(entry: WarpEntry, plane: str, rows: slice | None = None) -> np.ndarray:
-    """Read one plane (or a block of rows of it) of one warp, in the file's
-    own mask bits for FITS warps."""
-    if entry.zarr_index is None:
-        return read_plane(entry.header if entry.header is not None else entry.path, plane, rows)
-    import zarr
-
-    vi, pi = entry.zarr_index
-    arr = zarr.open_array(str(Path(entry.path) / plane), mode="r")
-    rows = rows or slice(0, entry.box.height)
-    start, stop, _ = rows.indices(entry.box.height)
-    return np.asarray(arr[vi, pi, start:stop, : entry.box.width])
+    entries = {(v, p): st.warp_source(v, p) for v, p in keys}
+    return Catalog(entries, str(path), skymap.tract if skymap else None, mask_planes=st.mask_planes)

@@ -33,11 +33,10 @@ from typing import Iterator
 
 import numpy as np
 from astropy.io import fits
-from astropy.wcs import WCS, FITSFixedWarning
 
 from ..errors import InputError
 from ..geometry import Box
-from .warp import PLANES, Warp
+from .warp import PLANE_DTYPES, PLANES, Warp
 
 __all__ = ["WarpHeader", "read_plane", "read_warp", "read_warp_header", "write_warp"]
 
@@ -51,8 +50,6 @@ _FITS_ERRORS = (Exception,)
 #: Prefix of the primary-header HIERARCH cards holding the Butler data id.
 _BUTLER = "LSST BUTLER DATAID"
 
-#: Pixel type of each plane in memory.
-_DTYPES = {"image": np.dtype(np.float32), "mask": np.dtype(np.int32), "variance": np.dtype(np.float32)}
 
 #: Lossless tile compression per plane: GZIP without quantization keeps
 #: floats bit-exact (RICE would quantize them); RICE is lossless on integers.
@@ -69,6 +66,9 @@ _MASK_NAME = re.compile(r"[A-Z0-9_-]+")
 @dataclass(frozen=True)
 class WarpHeader:
     """What the headers of one warp file say, learned without reading pixels.
+
+    It is also the :class:`~bgdask.io.warp.WarpSource` of a FITS warp:
+    ``read(plane, rows)`` reads its pixels.
 
     ``hdus`` maps each plane name to its HDU index; ``mask_planes`` maps mask
     plane names to bit numbers of this file.
@@ -92,6 +92,10 @@ class WarpHeader:
     @property
     def box(self) -> Box:
         return Box(self.x0, self.y0, self.width, self.height)
+
+    def read(self, plane: str, rows: slice | None = None) -> np.ndarray:
+        """One plane, or a block of its rows (the :class:`~bgdask.io.warp.WarpSource` protocol)."""
+        return read_plane(self, plane, rows)
 
 
 # -- opening -----------------------------------------------------------------
@@ -351,15 +355,15 @@ def _read_plain(header: WarpHeader, plane: str, rows: slice) -> np.ndarray:
     raw = np.frombuffer(buf, dtype=dtype).reshape(n, header.width)
     if bzero or bscale != 1:
         if bitpix > 0 and bscale == 1 and float(bzero).is_integer():
-            return (raw.astype(np.int64) + int(bzero)).astype(_DTYPES[plane])
-        return (raw * bscale + bzero).astype(_DTYPES[plane])
-    return raw.astype(_DTYPES[plane])
+            return (raw.astype(np.int64) + int(bzero)).astype(PLANE_DTYPES[plane])
+        return (raw * bscale + bzero).astype(PLANE_DTYPES[plane])
+    return raw.astype(PLANE_DTYPES[plane])
 
 
 def _read_rows(header: WarpHeader, hdul: fits.HDUList, plane: str, rows: slice) -> np.ndarray:
     wanted = range(*rows.indices(header.height))
     if not wanted:
-        return np.empty((0, header.width), dtype=_DTYPES[plane])
+        return np.empty((0, header.width), dtype=PLANE_DTYPES[plane])
     first, stop = min(wanted), max(wanted) + 1
     index = header.hdus[plane]
     hdu = hdul[index]
@@ -369,7 +373,7 @@ def _read_rows(header: WarpHeader, hdul: fits.HDUList, plane: str, rows: slice) 
     if wanted.step != 1:
         block = block[np.asarray(wanted) - first]
     # A mask wider than int32 (uint32 via BZERO) wraps around, keeping its bits.
-    return np.array(block, dtype=_DTYPES[plane])
+    return np.array(block, dtype=PLANE_DTYPES[plane])
 
 
 def read_warp(path: str | os.PathLike) -> Warp:
@@ -393,8 +397,10 @@ def read_warp(path: str | os.PathLike) -> Warp:
     )
 
 
-def _celestial_wcs(path: str, header: fits.Header) -> WCS | None:
+def _celestial_wcs(path: str, header: fits.Header) -> "WCS | None":  # noqa: F821
     """The celestial WCS of an image header, or None when it has none."""
+    from astropy.wcs import WCS, FITSFixedWarning
+
     if "CTYPE1" not in header and "CTYPE2" not in header:
         return None  # at most the alternate linear WCS 'A' of the box origin
     try:
@@ -406,7 +412,7 @@ def _celestial_wcs(path: str, header: fits.Header) -> WCS | None:
     return _celestial(wcs) if wcs.has_celestial else None
 
 
-def _celestial(wcs: WCS) -> WCS:
+def _celestial(wcs):
     return wcs if wcs.naxis == 2 else wcs.celestial
 
 
@@ -424,7 +430,8 @@ def write_warp(
     """
     path = os.fspath(path)
     if os.path.exists(path) and not overwrite:
-        raise InputError(f"{path}: file exists; pass overwrite=True to replace it")
+        raise InputError(f"{path}: file exists", api="pass overwrite=True to replace it",
+                         cli="use --overwrite to replace it")
     _write_atomic(path, _warp_hdus(path, warp, compress))
 
 
@@ -456,7 +463,7 @@ def _checked_planes(path: str, warp: Warp) -> dict[str, np.ndarray]:
         dtype = arrays["mask"].dtype
         raise InputError(f"{path}: cannot write a mask of type {dtype}; it must be integer")
     # uint32 masks wrap around to int32, keeping their bits.
-    return {plane: array.astype(_DTYPES[plane], copy=False) for plane, array in arrays.items()}
+    return {plane: array.astype(PLANE_DTYPES[plane], copy=False) for plane, array in arrays.items()}
 
 
 def _primary_header(warp: Warp) -> fits.Header:

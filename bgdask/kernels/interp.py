@@ -19,8 +19,12 @@ import numpy as np
 from scipy.interpolate import Akima1DInterpolator, CubicSpline
 from scipy.ndimage import gaussian_filter
 
+from . import EXTRAPOLATIONS, MIN_POINTS, STYLES
+
 __all__ = [
+    "STYLES",
     "MIN_POINTS",
+    "EXTRAPOLATIONS",
     "UndersampledError",
     "effective_style",
     "interpolate_1d",
@@ -30,8 +34,7 @@ __all__ = [
     "separable_interpolate",
 ]
 
-STYLES = ("NONE", "CONSTANT", "LINEAR", "NATURAL_SPLINE", "AKIMA_SPLINE")
-MIN_POINTS = {"NONE": 1, "CONSTANT": 1, "LINEAR": 2, "NATURAL_SPLINE": 3, "AKIMA_SPLINE": 5}
+
 
 
 class UndersampledError(ValueError):

@@ -1,4 +1,4 @@
-"""Superpixel statistics of one image (ALGORITHM.md, Step 1).
+"""Superpixel statistics of one image (step 1 of docs/algorithm.md).
 
 A pure function of arrays: :func:`superpixel_stats` measures, for every
 superpixel of the tract grid whose window meets the image's box, the statistic
@@ -93,6 +93,7 @@ import numpy as np
 from numba import njit
 
 from ..errors import ConfigError
+from . import STATISTICS
 
 __all__ = ["IQ_TO_STDEV", "STATISTICS", "SuperpixelBlock", "bad_pixels", "superpixel_stats"]
 
@@ -100,7 +101,7 @@ __all__ = ["IQ_TO_STDEV", "STATISTICS", "SuperpixelBlock", "bad_pixels", "superp
 IQ_TO_STDEV = 0.741301109
 
 #: Statistic name -> kernel code.
-STATISTICS = {"MEAN": 0, "MEDIAN": 1, "MEANCLIP": 2}
+STATISTIC_CODES = {name: code for code, name in enumerate(STATISTICS)}
 
 
 class SuperpixelBlock(NamedTuple):
@@ -750,9 +751,9 @@ def superpixel_stats(image, bad, x0, y0, grid_shape, x_bin, y_bin, *, window_sca
         raise ConfigError(f"window_scale must be a number, got {window_scale!r}") from None
     if not (math.isfinite(window_scale) and window_scale > 0):
         raise ConfigError(f"window_scale must be positive and finite, got {window_scale}")
-    if not isinstance(statistic, str) or statistic.upper() not in STATISTICS:
+    if not isinstance(statistic, str) or statistic.upper() not in STATISTIC_CODES:
         raise ConfigError(f"statistic must be one of {sorted(STATISTICS)}, got {statistic!r}")
-    code = STATISTICS[statistic.upper()]
+    code = STATISTIC_CODES[statistic.upper()]
     try:
         num_sigma_clip = float(num_sigma_clip)
     except (TypeError, ValueError):
@@ -791,3 +792,39 @@ def bad_pixels(mask, bad_bits: int, image=None) -> np.ndarray:
             raise ValueError(f"image has shape {image.shape}, mask has shape {mask.shape}")
         bad |= ~np.isfinite(image)
     return bad
+
+
+_WARM_LOCK = __import__("threading").Lock()
+_WARM = False
+
+
+def warm_up(announce=None, after: float = 1.0) -> None:
+    """Compile the statistics kernel for float32 and float64 images, or load
+    it from numba's on-disk cache, once per process.
+
+    Call it in the client before work is submitted: the first call after an
+    install compiles (about 20 s) and writes numba's cache, which worker
+    processes then load instead of all compiling at once. ``announce(text)``
+    is called if the call is still running after ``after`` seconds (that is,
+    compiling). Thread-safe; later calls return at once.
+    """
+    global _WARM
+    import threading
+
+    with _WARM_LOCK:
+        if _WARM:
+            return
+        timer = None
+        if announce is not None:
+            timer = threading.Timer(after, announce,
+                                    ("compiling the statistics kernels once (after an install: about 20 s)",))
+            timer.daemon = True
+            timer.start()
+        try:
+            for dtype in (np.float32, np.float64):
+                image = np.zeros((4, 4), dtype=dtype)
+                superpixel_stats(image, np.zeros((4, 4), dtype=bool), 0, 0, (2, 2), 2, 2)
+        finally:
+            if timer is not None:
+                timer.cancel()
+        _WARM = True

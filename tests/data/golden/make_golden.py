@@ -13,9 +13,7 @@ JSON it wrote.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import hashlib
 import json
 import sys
 import tempfile
@@ -24,47 +22,26 @@ from pathlib import Path
 
 import numpy as np
 
-#: Store attributes that are part of a result (the others record where and when it ran).
-RESULT_ATTRS = ("reference_visit", "config", "skymap", "mask_planes", "complete", "models_done")
-
-
 def digest(a) -> str:
-    a = np.ascontiguousarray(np.asarray(a))
-    h = hashlib.sha256(f"{a.dtype.str}{a.shape}".encode())
-    h.update(a.tobytes())
-    return h.hexdigest()[:32]
+    from bgdask.testing import _digest
+
+    return _digest(a)
 
 
 def store_digests(path) -> dict:
-    """sha256 of every array of the store (decoded) and its result attributes."""
-    import zarr
+    """sha256 of every array of the store (decoded) and its result attributes
+    (:func:`bgdask.testing.store_digests`; the checksums were recorded with
+    the same code, then inline in this script)."""
+    from bgdask.testing import store_digests as digests
 
-    g = zarr.open_group(str(path), mode="r")
-    out = {"arrays": {}, "attrs": {}}
-    for name, arr in sorted(g.arrays()):
-        out["arrays"][name] = digest(arr[...])
-    for k in RESULT_ATTRS:
-        v = g.attrs.get(k)
-        if isinstance(v, str) and v[:1] in "{[":
-            v = json.loads(v)
-        out["attrs"][k] = v
-    return out
+    return digests(path)
 
 
 def write_warps(warps, outdir: Path) -> Path:
     """Write in-memory warps as afw FITS with a manifest; returns the manifest."""
-    from bgdask.io.fits import write_warp
+    from bgdask.testing import write_warps as write
 
-    outdir.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for (v, p), w in sorted(warps.items()):
-        rel = f"warps/{v}/warp_{v}_{p}.fits"
-        (outdir / rel).parent.mkdir(parents=True, exist_ok=True)
-        write_warp(outdir / rel, w, overwrite=True)
-        rows.append((v, p, rel))
-    with open(outdir / "manifest.csv", "w", newline="") as fh:
-        csv.writer(fh).writerows([("visit", "patch", "path"), *rows])
-    return outdir / "manifest.csv"
+    return write(warps, outdir)
 
 
 def cases():
@@ -105,8 +82,7 @@ def cases():
 
 
 def run_all() -> dict:
-    from bgdask import MatchConfig
-    from bgdask.pipeline import match_arrays, match_backgrounds
+    from bgdask import MatchConfig, match_arrays, match_backgrounds
 
     out = {}
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
@@ -115,18 +91,9 @@ def run_all() -> dict:
         for name, warps, skymap, cfg, rows, compress in cases():
             cfg = MatchConfig(**cfg)
             if compress:
-                from bgdask.io.fits import write_warp
+                from bgdask.testing import write_warps as write
 
-                d = tmp / name
-                rows_csv = []
-                for (v, p), w in sorted(warps.items()):
-                    rel = f"warps/warp_{v}_{p}.fits.fz"
-                    (d / rel).parent.mkdir(parents=True, exist_ok=True)
-                    write_warp(d / rel, w, overwrite=True, compress=True)
-                    rows_csv.append((v, p, rel))
-                with open(d / "manifest.csv", "w", newline="") as fh:
-                    csv.writer(fh).writerows([("visit", "patch", "path"), *rows_csv])
-                manifest = d / "manifest.csv"
+                manifest = write(warps, tmp / name, compress=True)
             else:
                 manifest = write_warps(warps, tmp / name)
             store = tmp / f"{name}.zarr"
@@ -134,8 +101,8 @@ def run_all() -> dict:
             out[name] = store_digests(store)
             # the serial driver on the same warps
             res = match_arrays(warps, skymap, cfg, chunk_rows=rows)
-            out[name]["serial"] = {f"{v},{p}": digest(np.stack([m["image"], m["variance"]]).view(np.uint32))
-                                   + digest(m["mask"]) for (v, p), m in sorted(res.matched.items())}
+            out[name]["serial"] = {f"{v},{p}": digest(np.stack([m.image, m.variance]).view(np.uint32))
+                                   + digest(m.mask) for (v, p), m in ((k, res.warp(*k)) for k in res.keys())}
             if name == "demo_auto":
                 # a store as the input of another run
                 again = tmp / "from_store.zarr"
