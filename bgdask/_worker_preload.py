@@ -1,12 +1,66 @@
-"""Dask worker preload for local clusters: workers ignore SIGINT.
+"""What bgdask installs in its Dask workers.
 
-Ctrl-C in a terminal reaches the whole process group; the bgdask process
-shuts its local workers down itself, so they must not die with a traceback
-of their own first.
+* ``dask_setup`` (a worker preload, local clusters): workers ignore SIGINT.
+  Ctrl-C in a terminal reaches the whole process group; the bgdask process
+  shuts its local workers down itself, so they must not die with a
+  traceback of their own first.
+* :class:`QuietExpectedErrors` (a worker plugin, every cluster): a task that
+  raises one of bgdask's own errors (a bad file, a visit with no overlap)
+  is not logged by the worker as "Compute Failed" with a traceback: the
+  error reaches the user as one line from the client. ``bgdask -v`` keeps
+  the logs.
 """
 
+from __future__ import annotations
+
+import logging
 import signal
 
 
 def dask_setup(worker) -> None:  # noqa: ARG001 - the preload protocol passes the worker
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _expected_error_names() -> set[str]:
+    from bgdask.errors import BgdaskError
+
+    names, todo = set(), [BgdaskError]
+    while todo:
+        cls = todo.pop()
+        names.add(cls.__name__)
+        todo.extend(cls.__subclasses__())
+    return names
+
+
+class _DropExpected(logging.Filter):
+    def __init__(self):
+        super().__init__()
+        self.names = _expected_error_names()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith("Compute Failed") or len(record.args or ()) < 4:
+            return True
+        exception_text = str(record.args[3])
+        return exception_text.split("(", 1)[0].strip() not in self.names
+
+
+def _plugin_base():
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    return WorkerPlugin
+
+
+class QuietExpectedErrors(_plugin_base()):
+    """A worker plugin that drops the worker's log of tasks failing with a bgdask error."""
+
+    name = "bgdask-quiet-expected-errors"
+
+    def setup(self, worker) -> None:  # noqa: ARG002
+        logger = logging.getLogger("distributed.worker")
+        if not any(isinstance(f, _DropExpected) for f in logger.filters):
+            logger.addFilter(_DropExpected())
+
+    def teardown(self, worker) -> None:  # noqa: ARG002
+        logger = logging.getLogger("distributed.worker")
+        for f in [f for f in logger.filters if isinstance(f, _DropExpected)]:
+            logger.removeFilter(f)

@@ -1,4 +1,10 @@
-"""The ``bgdask`` command."""
+"""The ``bgdask`` command.
+
+Every subcommand has a description, an example and help for each option
+(``bgdask COMMAND --help``). Errors a user can cause print one line,
+``bgdask: error: ...``, naming the file, warp or option at fault, and exit
+with status 2; ``-v`` adds the traceback and the workers' logs.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +12,9 @@ import argparse
 import contextlib
 import logging
 import sys
+import threading
 import time
-import warnings
+import traceback
 from pathlib import Path
 
 from . import __version__
@@ -27,7 +34,6 @@ class Progress:
 
     def __init__(self, enabled: bool):
         self.enabled = enabled
-        self.label = None
 
     def __call__(self, label: str, n: int, total: int) -> None:
         if not self.enabled:
@@ -60,16 +66,33 @@ def _print_table(table, reference) -> None:
 
 
 def _run_match(args, source, output, cfg, skymap=None, overwrite=None):
-    """Run the pipeline on the cluster the options name; returns the result."""
-    from .cluster import connect, dashboard_link, options_from_args
-    from .pipeline import match_backgrounds
+    """Check everything that needs no cluster, start the cluster, run."""
+    from .cluster import options_from_args
+    from .pipeline import prepare
 
     options = options_from_args(args)
-    progress = Progress(sys.stderr.isatty() and not args.no_progress)
     t0 = time.perf_counter()
+    prepared = prepare(source, output, cfg, skymap=skymap, resume=getattr(args, "resume", False),
+                       overwrite=args.overwrite if overwrite is None else overwrite,
+                       chunk_rows=getattr(args, "chunk_rows", None), echo=_echo)
+    # the inputs are fine: now load what computing needs, and start the cluster
+    from .cluster import connect, dashboard_link
+    from .kernels.stats import warm_up
+    from .pipeline import run
+
+    _quiet_distributed(args.verbose)
+    # compile (or load) the kernels here while the cluster starts: the workers
+    # then load them from numba's cache instead of all compiling at once
+    warm = threading.Thread(target=warm_up, args=(_echo,), daemon=True)
+    warm.start()
     with connect(options) as client:
+        if not args.verbose:
+            from ._worker_preload import QuietExpectedErrors
+
+            client.register_plugin(QuietExpectedErrors())
         link = dashboard_link(client)
         _echo(f"dask dashboard: {link}" if link else "dask dashboard: not available")
+        warm.join()
         report = getattr(args, "performance_report", None)
         ctx = contextlib.nullcontext()
         if report:
@@ -77,27 +100,20 @@ def _run_match(args, source, output, cfg, skymap=None, overwrite=None):
 
             ctx = performance_report(filename=str(report))
         with ctx:
-            result = match_backgrounds(
-                source, output, cfg, client, skymap=skymap,
-                resume=getattr(args, "resume", False),
-                overwrite=args.overwrite if overwrite is None else overwrite,
-                chunk_rows=getattr(args, "chunk_rows", None),
-                progress=progress, echo=_echo,
-            )
+            progress = Progress(sys.stderr.isatty() and not args.no_progress)
+            result = run(prepared, client, progress=progress, echo=_echo)
     result.timings["total"] = time.perf_counter() - t0
     if report:
-        from .io.store import set_attrs
+        from .io.store import Store
 
-        set_attrs(result.store, performance_report=str(Path(report).resolve()))
+        Store(result.store).set_attrs(performance_report=str(Path(report).resolve()))
         _echo(f"dask performance report: {report}")
-    for stage, seconds in result.timings.items():
-        _echo(f"{stage}: {seconds:.2f} s")
+    _echo("times: " + ", ".join(f"{stage} {seconds:.2f} s" for stage, seconds in result.timings.items()))
     return result
 
 
 def cmd_match(args) -> int:
-    cfg = _config(args)
-    result = _run_match(args, args.input, args.output, cfg, skymap=args.skymap)
+    result = _run_match(args, args.input, args.output, _config(args), skymap=args.skymap)
     _print_table(result.table, result.reference_visit)
     _echo(f"matched tract written to {result.store}")
     if result.unusable:
@@ -121,8 +137,8 @@ def cmd_simulate(args) -> int:
 
 
 def cmd_demo(args) -> int:
-
     from .config import MatchConfig
+    from .report import write_report
     from .simulate import simulate, store_offset_error
 
     outdir = Path(args.output)
@@ -134,43 +150,30 @@ def cmd_demo(args) -> int:
     _echo(f"demo: simulated {len(sim.warps)} warps of {len(sim.visits)} visits "
           f"({sim.skymap}) in {time.perf_counter() - t0:.1f} s")
     store = outdir / "demo.zarr"
-    result = _run_match(args, warps_dir / "manifest.csv", store, MatchConfig(),
-                        skymap=warps_dir / "skymap.yaml", overwrite=True)
+    args.overwrite = True
+    result = _run_match(args, warps_dir / "manifest.csv", store, MatchConfig(), skymap=warps_dir / "skymap.yaml")
     _print_table(result.table, result.reference_visit)
     err, rms = store_offset_error(sim, store)
     _echo(f"offset error against the injected truth: RMS {err:.4f} nJy = "
           f"{100 * err / rms:.2f}% of the injected offsets' RMS {rms:.3f} nJy")
     _echo(f"matched tract written to {store}")
-    try:
-        from .report import write_report
-
-        path = write_report(store, outdir / "report.html")
-        _echo(f"report: {path}")
-    except ImportError:
-        pass
+    _echo(f"report: {write_report(store, outdir / 'report.html')}")
     return 0
 
 
 def cmd_inspect(args) -> int:
-    import pandas as pd
-    import xarray as xr
+    from .io.store import Store
 
-    from .io.store import STATUS_CODES, TABLE_FIELDS, open_store
-
-    open_store(args.store)  # clear error when it is not a store
-    ds = xr.open_zarr(args.store)
-    present = ds.present.values
-    done = ds.done.values & present
-    complete = bool(ds.attrs.get("complete")) and bool(done.sum() == present.sum())
-    _echo(f"store: {args.store} (bgdask {ds.attrs.get('bgdask_version')})")
-    _echo(f"skymap: {ds.attrs.get('skymap')}")
+    st = Store.open(args.store)
+    present = st.present
+    done = st.done() & present
+    complete = st.complete and bool(done.sum() == present.sum())
+    _echo(f"store: {args.store} (bgdask {st.attrs.get('bgdask_version')})")
+    _echo(f"skymap: {st.skymap}")
     _echo(f"warps: {int(present.sum())} present, {int(done.sum())} done; "
-          f"{int((ds.usable.values & done).sum())} with usable pixels")
-    if ds.attrs.get("models_done"):
-        names = {c: s for s, c in STATUS_CODES.items()}
-        table = pd.DataFrame({f: ds[f].values for f in TABLE_FIELDS}, index=pd.Index(ds.visit.values, name="visit"))
-        table["status"] = [names[int(s)] for s in table["status"]]
-        _print_table(table, ds.attrs.get("reference_visit"))
+          f"{int((st.usable & done).sum())} with usable pixels")
+    if st.models_done:
+        _print_table(st.table(), st.reference_visit)
     else:
         _echo("models: not computed yet")
     if complete:
@@ -182,48 +185,38 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_export(args) -> int:
-    import json as _json
-
-    import xarray as xr
-
     from .io.fits import write_warp
-    from .io.store import open_store
+    from .io.store import Store
     from .io.warp import Warp
 
-    open_store(args.store)
-    ds = xr.open_zarr(args.store)
-    if not ds.attrs.get("complete"):
-        raise BgdaskError(f"{args.store}: the store is incomplete; finish it with --resume before exporting")
-    planes = _json.loads(ds.attrs["mask_planes"])
-    tract = _json.loads(ds.attrs["skymap"]).get("tract")
+    st = Store.open(args.store)
+    if not st.complete:
+        raise BgdaskError(f"{args.store}: the store is incomplete",
+                          cli="finish it with bgdask match INPUT -o STORE --resume before exporting")
     out = Path(args.fits)
     out.mkdir(parents=True, exist_ok=True)
-    present = ds.present.values
-    x0, y0 = ds.x0.values, ds.y0.values
-    width, height = ds.width.values, ds.height.values
+    tract = st.skymap.tract if st.skymap else None
     n = 0
-    for vi, v in enumerate(ds.visit.values):
-        for pi, p in enumerate(ds.patch.values):
-            if not present[vi, pi]:
-                continue
-            h, w = int(height[pi]), int(width[pi])
-            sel = dict(visit=vi, patch=pi)
-            warp = Warp(
-                image=ds.image[sel].values[:h, :w], mask=ds.mask[sel].values[:h, :w],
-                variance=ds.variance[sel].values[:h, :w], x0=int(x0[pi]), y0=int(y0[pi]),
-                mask_planes=planes, visit=int(v), patch=int(p), tract=tract,
-            )
-            write_warp(out / f"matched_{int(v)}_{int(p)}.fits", warp, overwrite=args.overwrite)
-            n += 1
+    for v, p in st.keys():
+        src = st.warp_source(v, p)
+        warp = Warp(*(src.read(plane) for plane in ("image", "mask", "variance")), x0=src.box.x0,
+                    y0=src.box.y0, mask_planes=st.mask_planes, visit=v, patch=p, tract=tract)
+        write_warp(out / f"matched_{v}_{p}.fits", warp, overwrite=args.overwrite)
+        n += 1
     _echo(f"wrote {n} matched warps to {out}")
     return 0
+
+
+def _beside(store: str, suffix: str) -> Path:
+    """A path next to the store: ``out.zarr`` -> ``out<suffix>``."""
+    p = Path(store)
+    return p.with_name(p.name.removesuffix(".zarr") + suffix)
 
 
 def cmd_plot(args) -> int:
     from .report import write_figures
 
-    paths = write_figures(args.store, args.output or Path(args.store).with_suffix("").as_posix() + "_figures")
-    for p in paths:
+    for p in write_figures(args.store, args.output or _beside(args.store, "_figures")):
         _echo(str(p))
     return 0
 
@@ -231,115 +224,180 @@ def cmd_plot(args) -> int:
 def cmd_report(args) -> int:
     from .report import write_report
 
-    _echo(str(write_report(args.store, args.output)))
+    _echo(str(write_report(args.store, args.output or _beside(args.store, "_report.html"))))
     return 0
 
 
 def cmd_cluster(args) -> int:
     from .cluster import job_script, options_from_args
 
-    if args.print_job_script:
-        _echo(job_script(options_from_args(args)))
-        return 0
-    _echo("nothing to do: use --print-job-script")
+    _echo(job_script(options_from_args(args)))
     return 0
 
 
 # -- parser -------------------------------------------------------------------------
 
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown after each option's help; descriptions and examples kept as written."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False) or action.help is None or "%(default)" in action.help:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _command(sub, name: str, summary: str, description: str, example: str, func):
+    p = sub.add_parser(name, help=summary, description=f"{description}\n\nexample:\n  {example}",
+                       formatter_class=_Formatter)
+    p.set_defaults(func=func)
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .cluster import add_cluster_arguments
 
     parser = argparse.ArgumentParser(
-        prog="bgdask",
+        prog="bgdask", formatter_class=_Formatter,
         description="Match the sky backgrounds of warped exposures to a reference visit, on Dask.",
+        epilog="Run `bgdask COMMAND --help` for a command's options and an example. "
+               "Start with `bgdask demo`.",
     )
     parser.add_argument("--version", action="version", version=f"bgdask {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show log messages, the workers' logs and tracebacks of errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("match", help="match a tract's warps and write the matched tract to Zarr",
-                       description="Match the backgrounds of INPUT's warps and write OUT.zarr.")
-    p.add_argument("input", help="directory of warp FITS files, manifest CSV, or Zarr store")
-    p.add_argument("-o", "--output", required=True, help="output Zarr store (OUT.zarr)")
-    p.add_argument("--ref-visit", type=int, default=None, help="reference visit (default: chosen by cost)")
-    p.add_argument("--config", default=None, help="YAML or TOML file of MatchConfig fields")
-    p.add_argument("--skymap", default=None, help="skymap YAML (default: inferred from the warps' boxes)")
+    p = _command(sub, "match", "match a tract's warps and write the matched tract to a Zarr store",
+                 "Match the backgrounds of INPUT's warps to a reference visit and write the matched tract\n"
+                 "to OUT.zarr. The inputs are checked before any worker starts.",
+                 "bgdask match tract/manifest.csv -o out.zarr --workers 2", cmd_match)
+    p.add_argument("input", help="a directory of warp FITS files (searched recursively), a manifest CSV "
+                                 "(visit,patch,path[,tract]), or a bgdask store")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.zarr", help="the output Zarr store")
+    p.add_argument("--ref-visit", type=int, default=None, metavar="V",
+                   help="the reference visit (default: chosen by the cost function)")
+    p.add_argument("--config", default=None, metavar="FILE",
+                   help="YAML or TOML file of configuration fields (docs/configuration.md)")
+    p.add_argument("--skymap", default=None, metavar="FILE",
+                   help="skymap YAML: patch_inner, patch_border, num_patches (default: inferred from the boxes)")
     p.add_argument("--resume", action="store_true", help="finish an interrupted run of the same inputs")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing store")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing store at OUT.zarr")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--performance-report", default=None, metavar="FILE",
                    help="write Dask's performance report (HTML) to FILE")
-    p.add_argument("--chunk-rows", type=int, default=None, help="rows per stage-C block and output chunk (default: dask config bgdask.chunk-rows, 1024)")
+    p.add_argument("--chunk-rows", type=int, default=None, metavar="N",
+                   help="rows per output chunk and per stage-C task (default: dask config bgdask.chunk-rows, 1024)")
     add_cluster_arguments(p)
-    p.set_defaults(func=cmd_match)
 
-    p = sub.add_parser("simulate", help="write a synthetic tract with known truth")
-    p.add_argument("outdir")
-    p.add_argument("--visits", type=int, default=4)
-    p.add_argument("--patches", type=int, nargs=2, default=(3, 3), metavar=("NX", "NY"))
-    p.add_argument("--patch-size", type=int, default=400, help="inner patch size in pixels")
-    p.add_argument("--border", type=int, default=20, help="patch border in pixels")
-    p.add_argument("--noise", type=float, default=5.0, help="pixel noise sigma (nJy)")
-    p.add_argument("--seed", type=int, default=0)
+    p = _command(sub, "simulate", "write a synthetic tract with known truth",
+                 "Simulate the warps of several visits over a tract (partial footprints, chip gaps, stars,\n"
+                 "bad columns, per-visit skies) and write them as afw-format FITS with manifest.csv,\n"
+                 "skymap.yaml and truth.json (the injected skies).",
+                 "bgdask simulate tract/ --visits 6 --patches 3 3", cmd_simulate)
+    p.add_argument("outdir", help="directory to write (created; files in it are replaced)")
+    p.add_argument("--visits", type=int, default=4, metavar="N", help="number of visits")
+    p.add_argument("--patches", type=int, nargs=2, default=(3, 3), metavar=("NX", "NY"),
+                   help="patches along x and y")
+    p.add_argument("--patch-size", type=int, default=400, metavar="PIXELS", help="inner patch size")
+    p.add_argument("--border", type=int, default=20, metavar="PIXELS", help="patch border")
+    p.add_argument("--noise", type=float, default=5.0, metavar="NJY", help="pixel noise sigma (nJy)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (equal seeds give equal files)")
     p.add_argument("--full", action="store_true", help="every visit covers the whole tract")
-    p.add_argument("--compress", action="store_true", help="write tile-compressed .fits.fz")
-    p.set_defaults(func=cmd_simulate)
+    p.add_argument("--compress", action="store_true", help="write tile-compressed .fits.fz files")
 
-    p = sub.add_parser("demo", help="simulate a small tract and match it")
-    p.add_argument("-o", "--output", default="bgdask-demo", help="directory for the demo (default ./bgdask-demo)")
-    p.add_argument("--visits", type=int, default=4)
-    p.add_argument("--patch-size", type=int, default=400)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-progress", action="store_true")
+    p = _command(sub, "demo", "simulate a small tract and match it",
+                 "Simulate 4 visits on 3 x 3 patches, match them on a local cluster, print the error\n"
+                 "against the injected truth, and write an HTML report.",
+                 "bgdask demo -o bgdask-demo", cmd_demo)
+    p.add_argument("-o", "--output", default="bgdask-demo", metavar="DIR",
+                   help="directory for the tract, the store and the report")
+    p.add_argument("--visits", type=int, default=4, metavar="N", help="number of visits")
+    p.add_argument("--patch-size", type=int, default=400, metavar="PIXELS", help="inner patch size")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_cluster_arguments(p)
-    p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("inspect", help="print a store's reference visit, table and completeness")
-    p.add_argument("store")
-    p.set_defaults(func=cmd_inspect)
+    p = _command(sub, "inspect", "print a store's reference visit, table and completeness",
+                 "Print what a store holds: geometry, warps present and done, the reference visit and\n"
+                 "the per-visit table. Exit status 0 when the store is complete, 1 when it is not.",
+                 "bgdask inspect out.zarr", cmd_inspect)
+    p.add_argument("store", help="a bgdask store (OUT.zarr)")
 
-    p = sub.add_parser("export", help="write a store's matched warps as afw-format FITS")
-    p.add_argument("store")
-    p.add_argument("--fits", required=True, metavar="DIR", help="output directory")
-    p.add_argument("--overwrite", action="store_true")
-    p.set_defaults(func=cmd_export)
+    p = _command(sub, "export", "write a store's matched warps as afw-format FITS",
+                 "Write every matched warp of a complete store as an afw-format FITS file\n"
+                 "(matched_VISIT_PATCH.fits), with its mask plane names and Butler cards.",
+                 "bgdask export out.zarr --fits matched/", cmd_export)
+    p.add_argument("store", help="a complete bgdask store")
+    p.add_argument("--fits", required=True, metavar="DIR", help="output directory (created)")
+    p.add_argument("--overwrite", action="store_true", help="replace files that exist in DIR")
 
-    p = sub.add_parser("plot", help="write PNG figures of a store")
-    p.add_argument("store")
-    p.add_argument("-o", "--output", default=None, metavar="DIR")
-    p.set_defaults(func=cmd_plot)
+    p = _command(sub, "plot", "write PNG figures of a store",
+                 "Write the figures of a store as PNG files: the reference choice, each visit's\n"
+                 "difference model and mosaics, the residuals.",
+                 "bgdask plot out.zarr -o figures/", cmd_plot)
+    p.add_argument("store", help="a bgdask store")
+    p.add_argument("-o", "--output", default=None, metavar="DIR",
+                   help="output directory (default: beside the store, STORE_figures)")
 
-    p = sub.add_parser("report", help="write a self-contained HTML run report")
-    p.add_argument("store")
-    p.add_argument("-o", "--output", default="report.html")
-    p.set_defaults(func=cmd_report)
+    p = _command(sub, "report", "write a self-contained HTML run report",
+                 "Write one HTML page (no external resource) with the configuration, geometry,\n"
+                 "per-visit table, completeness, timings and figures of a store.",
+                 "bgdask report out.zarr -o report.html", cmd_report)
+    p.add_argument("store", help="a bgdask store")
+    p.add_argument("-o", "--output", default=None, metavar="FILE",
+                   help="output HTML file (default: beside the store, STORE_report.html)")
 
-    p = sub.add_parser("cluster", help="show how bgdask would start a cluster")
-    p.add_argument("--print-job-script", action="store_true", help="print the SLURM/PBS job script")
+    p = _command(sub, "cluster", "print the SLURM or PBS job script bgdask would submit",
+                 "Print the job script dask-jobqueue would submit for these cluster options\n"
+                 "(site defaults from ~/.config/dask/jobqueue.yaml).",
+                 "bgdask cluster --print-job-script --cluster slurm --cores 8 --memory 12GB", cmd_cluster)
+    p.add_argument("--print-job-script", action="store_true", help="print the job script (what this command does)")
     add_cluster_arguments(p)
-    p.set_defaults(func=cmd_cluster)
     return parser
 
 
+def _parse(parser: argparse.ArgumentParser, argv) -> argparse.Namespace:
+    """Parse; an unknown option is reported with its subcommand's usage."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+        command = sub.choices.get(getattr(args, "command", None)) if sub else None
+        (command or parser).error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
+def _configure_logging(verbose: bool) -> None:
+    """bgdask's log messages (INFO) only with -v."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    log.setLevel(logging.INFO if verbose else logging.WARNING)
+
+
+def _quiet_distributed(verbose: bool) -> None:
+    """Dask's own log messages at WARNING unless -v (distributed sets its
+    levels when imported: import it first)."""
+    import distributed  # noqa: F401
+
+    for name in ("distributed", "dask_jobqueue"):
+        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
+
+
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
-    import distributed  # noqa: F401 - configures its loggers; quiet them below
-
-    for name in list(logging.root.manager.loggerDict):
-        if name.startswith(("distributed", "dask_jobqueue")):
-            logging.getLogger(name).setLevel(logging.WARNING if not args.verbose else logging.INFO)
+    _configure_logging(args.verbose)
     warnings.simplefilter("default", UserWarning)
     try:
         return args.func(args)
     except BgdaskError as exc:
-        print(f"bgdask: error: {exc}", file=sys.stderr)
+        if args.verbose:
+            traceback.print_exc()
+        print(f"bgdask: error: {exc.cli_message()}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\nbgdask: interrupted; workers were shut down. Finish the run with the same "
