@@ -42,6 +42,9 @@ __all__ = [
     "difference_partial",
     "usable_partial",
     "visit_model",
+    "cross_validated_rms",
+    "usable_bins",
+    "extrapolated_fraction",
     "warp_coarse",
     "matched_rows",
 ]
@@ -175,19 +178,25 @@ def stats_image(acc: Accumulator, grid_shape, cfg: MatchConfig, label: str) -> S
     if not good.any():
         raise ModelError(f"{label}: no good superpixel (every superpixel has fewer than "
                          f"{cfg.good_pixel_threshold:g} usable pixels)")
+    filled = _filled(binned, good, cfg, label)
+    return StatsImage(values=filled, binned=binned, good=good, variance=variance)
+
+
+def _filled(binned: np.ndarray, good: np.ndarray, cfg: MatchConfig, label: str) -> np.ndarray:
+    """Step 2 from the binned values: the ``good`` ones (smoothed with
+    ``do_smooth``), the others filled by interpolation along rows, then columns."""
     values = np.where(good, binned, np.nan)
     defined = good
     if cfg.do_smooth:
         values, defined = smooth_gappy(values, good, cfg.smooth_scale)
-    ny, nx = acc.shape
+    ny, nx = binned.shape
     xc = superpixel_centers(nx, cfg.x_bin)
     yc = superpixel_centers(ny, cfg.y_bin)
     try:
-        filled = fill_gaps(values, defined, xc, yc, cfg.interpolation, cfg.extrapolation,
-                           cfg.undersample_style == "REDUCE_INTERP_ORDER")
+        return fill_gaps(values, defined, xc, yc, cfg.interpolation, cfg.extrapolation,
+                         cfg.undersample_style == "REDUCE_INTERP_ORDER")
     except UndersampledError as exc:
         raise ModelError(f"{label}: {exc} (undersample_style THROW_EXCEPTION)") from None
-    return StatsImage(values=filled, binned=binned, good=good, variance=variance)
 
 
 # -- step 5: difference model -------------------------------------------------
@@ -201,16 +210,19 @@ class VisitModel:
     n_good: int
     model_mean: float
     model_rms: float
-    fit_rms: float
+    fit_rms: float          # cross-validated: see cross_validated_rms
     status: str = "matched"  # matched | reference | skipped | empty
+    extrap_frac: float = float("nan")  # see extrapolated_fraction
 
     @classmethod
     def zero(cls, visit: int, shape, status: str) -> "VisitModel":
-        return cls(visit, np.zeros(shape), 0, 0.0, 0.0, 0.0, status)
+        return cls(visit, np.zeros(shape), 0, 0.0, 0.0, 0.0, status,
+                   0.0 if status == "reference" else float("nan"))
 
 
 def difference_model(
-    acc: Accumulator, grid_shape, cfg: MatchConfig, visit: int, has_data: bool = True
+    acc: Accumulator, grid_shape, cfg: MatchConfig, visit: int, has_data: bool = True,
+    usable_bins: Accumulator | None = None,
 ) -> VisitModel:
     """The model of ``visit`` from its difference accumulator.
 
@@ -220,8 +232,11 @@ def difference_model(
     ``on_no_overlap: skip`` it is ``skipped`` (zero model, left unmatched).
 
     The figures are over the good superpixels (where the visit overlaps the
-    reference): mean and RMS (root mean square) of the model, and RMS of
-    binned difference minus model.
+    reference): mean and RMS (root mean square) of the model, and the
+    cross-validated RMS of binned difference minus model
+    (:func:`cross_validated_rms`); with ``usable_bins`` (the visit's usable
+    pixels per superpixel bin, :func:`usable_bins`), the fraction of them the
+    model extrapolates (:func:`extrapolated_fraction`).
     """
     label = f"visit {visit}"
     if not (acc.N >= cfg.good_pixel_threshold).any():
@@ -235,15 +250,77 @@ def difference_model(
         )
     st = stats_image(acc, grid_shape, cfg, label)
     m = st.values[st.good]
-    resid = st.binned[st.good] - m
     return VisitModel(
         visit=visit,
         model=st.values,
         n_good=st.n_good,
         model_mean=float(np.mean(m)),
         model_rms=float(np.sqrt(np.mean(m * m))),
-        fit_rms=float(np.sqrt(np.mean(resid * resid))),
+        fit_rms=cross_validated_rms(st, cfg, label),
+        extrap_frac=(float("nan") if usable_bins is None
+                     else extrapolated_fraction(usable_bins, st.good)),
     )
+
+
+#: The folds of :func:`cross_validated_rms`: superpixel (ix, iy) is in fold (ix + iy) % CV_FOLDS.
+CV_FOLDS = 2
+
+
+def cross_validated_rms(st: StatsImage, cfg: MatchConfig, label: str = "") -> float:
+    """RMS over the good superpixels of (binned difference - the model made
+    without them): the good superpixels are split into a checkerboard of
+    :data:`CV_FOLDS` folds; each fold is predicted by step 2 from the others.
+
+    Unlike the residual at the fitted superpixels (zero without smoothing:
+    the model goes through them), it grows with noise and with structure the
+    model cannot follow between superpixels. NaN when no fold can be
+    predicted (too few good superpixels)."""
+    ny, nx = st.good.shape
+    fold = np.add.outer(np.arange(ny), np.arange(nx)) % CV_FOLDS
+    resid = []
+    for k in range(CV_FOLDS):
+        held = st.good & (fold == k)
+        train = st.good & ~held
+        if not held.any() or not train.any():
+            continue
+        try:
+            pred = _filled(st.binned, train, cfg, label)
+        except ModelError:
+            continue
+        resid.append(st.binned[held] - pred[held])
+    r = np.concatenate(resid) if resid else np.zeros(0)
+    r = r[np.isfinite(r)]
+    return float(np.sqrt(np.mean(r * r))) if r.size else float("nan")
+
+
+def usable_bins(bad: np.ndarray, box: Box, inner: Box, grid_shape, cfg: MatchConfig) -> Accumulator:
+    """The usable pixels (``~bad``) of one warp's inner box, counted per
+    superpixel *bin* (``N``; pixel (x, y) is in bin (min(x // x_bin, nx - 1),
+    min(y // y_bin, ny - 1)): the tract's last partial bins join the last
+    superpixel). Inner boxes tile the tract, so every pixel counts once."""
+    part = box.intersection(inner)
+    ny, nx = grid_shape
+    if part is None or ny == 0 or nx == 0:
+        return EMPTY
+    ok = ~bad[part.y0 - box.y0: part.y1 - box.y0, part.x0 - box.x0: part.x1 - box.x0]
+    iy = np.minimum(np.arange(part.y0, part.y1) // cfg.y_bin, ny - 1)
+    ix = np.minimum(np.arange(part.x0, part.x1) // cfg.x_bin, nx - 1)
+    ry = np.flatnonzero(np.r_[True, iy[1:] != iy[:-1]])
+    rx = np.flatnonzero(np.r_[True, ix[1:] != ix[:-1]])
+    counts = np.add.reduceat(np.add.reduceat(ok.astype(np.int64), ry, axis=0), rx, axis=1)
+    n = counts.astype(np.float64)
+    zeros = np.zeros_like(n)
+    return Accumulator(zeros, n, zeros, int(iy[0]), int(ix[0]))
+
+
+def extrapolated_fraction(bins: Accumulator, good: np.ndarray) -> float:
+    """The fraction of a visit's usable pixels (``bins``, :func:`usable_bins`
+    summed over its warps) lying in superpixels that are not good in its
+    model: where its offset is interpolated or extrapolated from superpixels
+    measured elsewhere, not measured against the reference. NaN without pixels."""
+    n = bins.dense(good.shape).N
+    total = float(n.sum())
+    return float(n[~good].sum() / total) if total > 0 else float("nan")
 
 
 # -- step 6: offsets ------------------------------------------------------------
@@ -296,19 +373,21 @@ def apply_offset(image: np.ndarray, offset: np.ndarray) -> np.ndarray:
 
 # -- what the stages map -------------------------------------------------------
 
+EMPTY = Accumulator(np.zeros((0, 0)), np.zeros((0, 0)), np.zeros((0, 0)))
+
+
 @dataclass(frozen=True)
 class Partial:
-    """A (partial) sum over warps: the accumulator, and the number of usable
-    pixels of every warp read on the way, as ((visit, patch), count) pairs."""
+    """A (partial) sum over warps: the accumulator, the number of usable
+    pixels of every warp read on the way, as ((visit, patch), count) pairs,
+    and (stage B) the visit's usable pixels per superpixel bin (:func:`usable_bins`)."""
 
     acc: Accumulator
     usable_pixels: tuple[tuple[tuple[int, int], int], ...] = ()
+    bins: Accumulator = EMPTY
 
     def __add__(self, other: "Partial") -> "Partial":
-        return Partial(self.acc + other.acc, self.usable_pixels + other.usable_pixels)
-
-
-EMPTY = Accumulator(np.zeros((0, 0)), np.zeros((0, 0)), np.zeros((0, 0)))
+        return Partial(self.acc + other.acc, self.usable_pixels + other.usable_pixels, self.bins + other.bins)
 
 
 def _usable(bad: np.ndarray) -> int:
@@ -335,7 +414,8 @@ def usable_partial(key, bad) -> Partial:
 def visit_model(total: Partial, grid_shape, cfg: MatchConfig, visit: int) -> tuple["VisitModel", tuple]:
     """Step 5 of one visit from its summed differences, and the usable counts read."""
     has_data = any(n > 0 for (v, _), n in total.usable_pixels if v == visit)
-    return difference_model(total.acc, grid_shape, cfg, visit, has_data=has_data), total.usable_pixels
+    return (difference_model(total.acc, grid_shape, cfg, visit, has_data=has_data, usable_bins=total.bins),
+            total.usable_pixels)
 
 
 def warp_coarse(model: "VisitModel", box: Box, cfg: MatchConfig, coarse_shape) -> tuple[np.ndarray, int, int]:

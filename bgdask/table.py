@@ -1,4 +1,4 @@
-"""The per-visit table of a match: its columns, their meaning, and status codes.
+"""The per-visit table of a match: its columns, their meaning, status codes and flags.
 
 One row per visit, indexed by visit. The same columns are shown by
 ``bgdask inspect``, stored in the output store (one array per column along
@@ -11,7 +11,8 @@ from typing import Mapping
 
 import numpy as np
 
-__all__ = ["COLUMNS", "STATUS_CODES", "visit_table", "table_to_arrays", "table_from_arrays"]
+__all__ = ["COLUMNS", "QUALITY_COLUMNS", "SEAM_PLANES", "STATUS_CODES", "visit_table", "with_quality", "flagged_visits",
+           "table_to_arrays", "table_from_arrays"]
 
 #: What became of a visit.
 STATUS_CODES = {"matched": 0, "reference": 1, "skipped": 2, "empty": 3}
@@ -25,9 +26,23 @@ COLUMNS: dict[str, tuple[str, object, str]] = {
     "n_good": ("i8", 0, "good superpixels of the difference model (overlap with the reference)"),
     "model_mean": ("f8", np.nan, "mean of the difference model over its good superpixels (nJy)"),
     "model_rms": ("f8", np.nan, "RMS of the difference model over its good superpixels (nJy)"),
-    "fit_rms": ("f8", np.nan, "RMS of binned difference minus model over the good superpixels (nJy)"),
+    "fit_rms": ("f8", np.nan, "cross-validated RMS of binned difference minus model: each good superpixel "
+                              "predicted from the others (checkerboard folds) (nJy)"),
     "status": ("i1", 0, "matched, reference, skipped (no overlap) or empty (no usable pixel)"),
+    "extrap_frac": ("f8", np.nan, "fraction of the visit's usable pixels outside the model's good superpixels "
+                                  "(offset interpolated or extrapolated, not measured against the reference)"),
+    "resid_rms": ("f8", np.nan, "after matching: RMS of the superpixel statistic of reference - matched visit "
+                                "over their shared superpixels (nJy)"),
+    "noise_rms": ("f8", np.nan, "the RMS the variance planes alone predict for resid_rms (nJy)"),
+    "resid_ratio": ("f8", np.nan, "resid_rms / noise_rms: near 1 when matched to the noise"),
+    "flagged": ("b1", False, "resid_ratio above the configuration's max_resid_ratio"),
 }
+
+#: The planes of the store's ``seam`` map (visits' level spread per superpixel), in order.
+SEAM_PLANES = ("before", "after")
+
+#: The columns measured in stage C (:func:`with_quality`); the others are known after stage B.
+QUALITY_COLUMNS = ("resid_rms", "noise_rms", "resid_ratio", "flagged")
 
 
 def visit_table(visits, ref_criteria: Mapping[int, Mapping[str, float]], models: Mapping) -> "pandas.DataFrame":  # noqa: F821
@@ -50,8 +65,30 @@ def visit_table(visits, ref_criteria: Mapping[int, Mapping[str, float]], models:
             "model_rms": m.model_rms,
             "fit_rms": m.fit_rms,
             "status": m.status,
+            "extrap_frac": m.extrap_frac,
+            "resid_rms": np.nan,
+            "noise_rms": np.nan,
+            "resid_ratio": np.nan,
+            "flagged": False,
         })
     return pd.DataFrame(rows, columns=["visit", *COLUMNS]).set_index("visit")
+
+
+def with_quality(table, figures, max_resid_ratio: float):
+    """The table with the quality of stage C: ``figures`` are
+    :class:`~bgdask.quality.VisitQuality` (visits without one keep NaN); a
+    visit is flagged when its resid_ratio exceeds ``max_resid_ratio``."""
+    table = table.copy()
+    for q in figures:
+        table.loc[q.visit, ["resid_rms", "noise_rms", "resid_ratio"]] = [q.resid_rms, q.noise_rms, q.resid_ratio]
+    with np.errstate(invalid="ignore"):
+        table["flagged"] = np.asarray(table["resid_ratio"], dtype=float) > max_resid_ratio
+    return table
+
+
+def flagged_visits(table) -> list[int]:
+    """The visits flagged in ``table``, in order."""
+    return [int(v) for v in table.index[np.asarray(table["flagged"], dtype=bool)]]
 
 
 def table_to_arrays(table) -> dict[str, np.ndarray]:
@@ -71,7 +108,9 @@ def table_from_arrays(visits, arrays: Mapping[str, np.ndarray]) -> "pandas.DataF
 
     names = {code: s for s, code in STATUS_CODES.items()}
     data = {}
-    for name in COLUMNS:
+    for name, (dtype, fill, _) in COLUMNS.items():
+        if name not in arrays:       # a store written before the column existed
+            arrays = {**arrays, name: np.full(len(visits), fill, dtype=dtype)}
         values = np.asarray(arrays[name])
         data[name] = [names.get(int(c), "?") for c in values] if name == "status" else values
     return pd.DataFrame(data, index=pd.Index(np.asarray(visits, dtype=np.int64), name="visit"))
