@@ -23,7 +23,6 @@ per kind, the visits a threshold flags, and the default ``max_resid_ratio``.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import statistics
 import sys
@@ -114,43 +113,10 @@ def cost(args) -> None:
 
 # -- ratios -------------------------------------------------------------------------------
 
-def _flatten(sim, kind: str):
-    """The tract with each visit's sky reduced to its level (flat) or level + gradients (linear)."""
-    from bgdask.simulate import VisitTruth
-
-    W, H = sim.skymap.width, sim.skymap.height
-    keep = {}
-    for v, t in sim.truth.items():
-        if kind == "flat":
-            keep[v] = dataclasses.replace(t, gx=0.0, gy=0.0, cxx=0.0, cyy=0.0, cxy=0.0)
-        else:
-            keep[v] = dataclasses.replace(t, cxx=0.0, cyy=0.0, cxy=0.0)
-    warps = {}
-    for (v, p), w in sim.warps.items():
-        x = np.arange(w.box.x0, w.box.x1, dtype=np.float64)[None, :]
-        y = np.arange(w.box.y0, w.box.y1, dtype=np.float64)[:, None]
-        extra = VisitTruth.sky(sim.truth[v], x, y, W, H) - VisitTruth.sky(keep[v], x, y, W, H)
-        warps[(v, p)] = dataclasses.replace(w, image=(w.image - extra).astype(np.float32))
-    return warps
-
-
-def add_step(sim, warps, visit: int, amplitude: float):
-    """``warps`` with ``amplitude`` nJy added to ``visit``'s sky right of the
-    vertical line through its footprint's centre (a structure no smooth
-    model follows)."""
-    x_step = int(sim.footprints[visit].cx)
-    out = dict(warps)
-    for (v, p), w in warps.items():
-        if v == visit:
-            x = np.arange(w.box.x0, w.box.x1)[None, :]
-            out[(v, p)] = dataclasses.replace(w, image=(w.image + np.where(x >= x_step, amplitude, 0.0))
-                                              .astype(np.float32))
-    return out
-
-
 def ratios(args) -> None:
     from bgdask import MatchConfig, match_arrays
     from bgdask.simulate import make_tract
+    from bgdask.testing import simpler_skies, with_step
 
     cfg = MatchConfig()
     seeds = range(args.seeds)
@@ -161,7 +127,7 @@ def ratios(args) -> None:
     for seed in seeds:
         sim = make_tract(seed=seed, **params)
         for kind in normal:
-            warps = sim.warps if kind == "quadratic" else _flatten(sim, kind)
+            warps = sim.warps if kind == "quadratic" else simpler_skies(sim, kind)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 res = match_arrays(warps, sim.skymap, cfg)
@@ -170,7 +136,7 @@ def ratios(args) -> None:
         for a in STEPS:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                res = match_arrays(add_step(sim, sim.warps, stepped, a), sim.skymap, cfg)
+                res = match_arrays(with_step(sim, sim.warps, stepped, a), sim.skymap, cfg)
             if res.reference_visit != stepped:   # (a stepped reference would make every other visit odd)
                 steps[a].append(float(res.table.loc[stepped, "resid_ratio"]))
                 # the others of that run are ordinary visits of the quadratic kind

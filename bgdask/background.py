@@ -43,7 +43,7 @@ __all__ = [
     "usable_partial",
     "visit_model",
     "cross_validated_rms",
-    "usable_bins",
+    "overlap_bins",
     "extrapolated_fraction",
     "warp_coarse",
     "matched_rows",
@@ -222,7 +222,7 @@ class VisitModel:
 
 def difference_model(
     acc: Accumulator, grid_shape, cfg: MatchConfig, visit: int, has_data: bool = True,
-    usable_bins: Accumulator | None = None,
+    overlap: Accumulator | None = None,
 ) -> VisitModel:
     """The model of ``visit`` from its difference accumulator.
 
@@ -234,9 +234,9 @@ def difference_model(
     The figures are over the good superpixels (where the visit overlaps the
     reference): mean and RMS (root mean square) of the model, and the
     cross-validated RMS of binned difference minus model
-    (:func:`cross_validated_rms`); with ``usable_bins`` (the visit's usable
-    pixels per superpixel bin, :func:`usable_bins`), the fraction of them the
-    model extrapolates (:func:`extrapolated_fraction`).
+    (:func:`cross_validated_rms`); with ``overlap`` (:func:`overlap_bins`
+    summed over its warps), the share of its pixels whose offset is
+    extrapolated (:func:`extrapolated_fraction`).
     """
     label = f"visit {visit}"
     if not (acc.N >= cfg.good_pixel_threshold).any():
@@ -257,8 +257,7 @@ def difference_model(
         model_mean=float(np.mean(m)),
         model_rms=float(np.sqrt(np.mean(m * m))),
         fit_rms=cross_validated_rms(st, cfg, label),
-        extrap_frac=(float("nan") if usable_bins is None
-                     else extrapolated_fraction(usable_bins, st.good)),
+        extrap_frac=float("nan") if overlap is None else extrapolated_fraction(overlap, grid_shape, cfg),
     )
 
 
@@ -293,34 +292,44 @@ def cross_validated_rms(st: StatsImage, cfg: MatchConfig, label: str = "") -> fl
     return float(np.sqrt(np.mean(r * r))) if r.size else float("nan")
 
 
-def usable_bins(bad: np.ndarray, box: Box, inner: Box, grid_shape, cfg: MatchConfig) -> Accumulator:
-    """The usable pixels (``~bad``) of one warp's inner box, counted per
-    superpixel *bin* (``N``; pixel (x, y) is in bin (min(x // x_bin, nx - 1),
-    min(y // y_bin, ny - 1)): the tract's last partial bins join the last
-    superpixel). Inner boxes tile the tract, so every pixel counts once."""
+def overlap_bins(bad: np.ndarray, ref_bad: np.ndarray | None, box: Box, inner: Box, grid_shape,
+                 cfg: MatchConfig) -> Accumulator:
+    """Per superpixel *bin* of one warp's inner box, its usable pixels
+    (``N``) and those of them the reference has usable too (``S``; the
+    reference lacks the patch when ``ref_bad`` is None). Pixel (x, y) is in
+    bin (min(x // x_bin, nx - 1), min(y // y_bin, ny - 1)): the tract's last
+    partial bins join the last superpixels. Inner boxes tile the tract, so
+    summed over a visit's warps every pixel counts once."""
     part = box.intersection(inner)
     ny, nx = grid_shape
     if part is None or ny == 0 or nx == 0:
         return EMPTY
-    ok = ~bad[part.y0 - box.y0: part.y1 - box.y0, part.x0 - box.x0: part.x1 - box.x0]
+    sl = (slice(part.y0 - box.y0, part.y1 - box.y0), slice(part.x0 - box.x0, part.x1 - box.x0))
+    ok = ~bad[sl]
+    both = ok if ref_bad is None else ok & ~ref_bad[sl]
     iy = np.minimum(np.arange(part.y0, part.y1) // cfg.y_bin, ny - 1)
     ix = np.minimum(np.arange(part.x0, part.x1) // cfg.x_bin, nx - 1)
     ry = np.flatnonzero(np.r_[True, iy[1:] != iy[:-1]])
     rx = np.flatnonzero(np.r_[True, ix[1:] != ix[:-1]])
-    counts = np.add.reduceat(np.add.reduceat(ok.astype(np.int64), ry, axis=0), rx, axis=1)
-    n = counts.astype(np.float64)
-    zeros = np.zeros_like(n)
-    return Accumulator(zeros, n, zeros, int(iy[0]), int(ix[0]))
+
+    def per_bin(a):
+        return np.add.reduceat(np.add.reduceat(a.astype(np.int64), ry, axis=0), rx, axis=1).astype(np.float64)
+
+    n = per_bin(ok)
+    s = per_bin(both) if ref_bad is not None else np.zeros_like(n)
+    return Accumulator(s, n, np.zeros_like(n), int(iy[0]), int(ix[0]))
 
 
-def extrapolated_fraction(bins: Accumulator, good: np.ndarray) -> float:
-    """The fraction of a visit's usable pixels (``bins``, :func:`usable_bins`
-    summed over its warps) lying in superpixels that are not good in its
-    model: where its offset is interpolated or extrapolated from superpixels
-    measured elsewhere, not measured against the reference. NaN without pixels."""
-    n = bins.dense(good.shape).N
-    total = float(n.sum())
-    return float(n[~good].sum() / total) if total > 0 else float("nan")
+def extrapolated_fraction(bins: Accumulator, grid_shape, cfg: MatchConfig) -> float:
+    """The share of a visit's usable pixels (``bins``: :func:`overlap_bins`
+    summed over its warps) in superpixel bins where it shares fewer than
+    ``min_frac * x_bin * y_bin`` usable pixels with the reference: there its
+    offset is extrapolated from the overlap, not measured. NaN without pixels."""
+    b = bins.dense(grid_shape)
+    total = float(b.N.sum())
+    if total == 0:
+        return float("nan")
+    return float(b.N[b.S < cfg.good_pixel_threshold].sum() / total)
 
 
 # -- step 6: offsets ------------------------------------------------------------
@@ -380,14 +389,16 @@ EMPTY = Accumulator(np.zeros((0, 0)), np.zeros((0, 0)), np.zeros((0, 0)))
 class Partial:
     """A (partial) sum over warps: the accumulator, the number of usable
     pixels of every warp read on the way, as ((visit, patch), count) pairs,
-    and (stage B) the visit's usable pixels per superpixel bin (:func:`usable_bins`)."""
+    and (stage B) the visit's usable pixels and its overlap with the
+    reference per superpixel bin (:func:`overlap_bins`)."""
 
     acc: Accumulator
     usable_pixels: tuple[tuple[tuple[int, int], int], ...] = ()
-    bins: Accumulator = EMPTY
+    overlap: Accumulator = EMPTY
 
     def __add__(self, other: "Partial") -> "Partial":
-        return Partial(self.acc + other.acc, self.usable_pixels + other.usable_pixels, self.bins + other.bins)
+        return Partial(self.acc + other.acc, self.usable_pixels + other.usable_pixels,
+                       self.overlap + other.overlap)
 
 
 def _usable(bad: np.ndarray) -> int:
@@ -414,7 +425,7 @@ def usable_partial(key, bad) -> Partial:
 def visit_model(total: Partial, grid_shape, cfg: MatchConfig, visit: int) -> tuple["VisitModel", tuple]:
     """Step 5 of one visit from its summed differences, and the usable counts read."""
     has_data = any(n > 0 for (v, _), n in total.usable_pixels if v == visit)
-    return (difference_model(total.acc, grid_shape, cfg, visit, has_data=has_data, usable_bins=total.bins),
+    return (difference_model(total.acc, grid_shape, cfg, visit, has_data=has_data, overlap=total.overlap),
             total.usable_pixels)
 
 

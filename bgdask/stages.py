@@ -173,13 +173,13 @@ def _leaf_b(ref_key, ref_image, ref_mask, key, image_blocks, mask_blocks, box, y
     r_image, r_bad = _image_and_bad(ref_image, ref_mask, box, y_starts, bad_bits)
     image, bad = _image_and_bad(image_blocks, mask_blocks, box, y_starts, bad_bits)
     part = bg.difference_partial(ref_key, r_image, r_bad, key, image, bad, box, grid, cfg)
-    return part if inner is None else replace(part, bins=bg.usable_bins(bad, box, inner, grid, cfg))
+    return part if inner is None else replace(part, overlap=bg.overlap_bins(bad, r_bad, box, inner, grid, cfg))
 
 
 def _leaf_count(key, image_blocks, mask_blocks, box, y_starts, bad_bits, grid=None, cfg=None, inner=None):
     _, bad = _image_and_bad(image_blocks, mask_blocks, box, y_starts, bad_bits)
     part = bg.usable_partial(key, bad)
-    return part if inner is None else replace(part, bins=bg.usable_bins(bad, box, inner, grid, cfg))
+    return part if inner is None else replace(part, overlap=bg.overlap_bins(bad, None, box, inner, grid, cfg))
 
 
 # -- graph building ------------------------------------------------------------------

@@ -29,8 +29,8 @@ COLUMNS: dict[str, tuple[str, object, str]] = {
     "fit_rms": ("f8", np.nan, "cross-validated RMS of binned difference minus model: each good superpixel "
                               "predicted from the others (checkerboard folds) (nJy)"),
     "status": ("i1", 0, "matched, reference, skipped (no overlap) or empty (no usable pixel)"),
-    "extrap_frac": ("f8", np.nan, "fraction of the visit's usable pixels outside the model's good superpixels "
-                                  "(offset interpolated or extrapolated, not measured against the reference)"),
+    "extrap_frac": ("f8", np.nan, "fraction of the visit's usable pixels in superpixel bins it shares with the "
+                                  "reference too little to be good: offset extrapolated there, not measured"),
     "resid_rms": ("f8", np.nan, "after matching: RMS of the superpixel statistic of reference - matched visit "
                                 "over their shared superpixels (nJy)"),
     "noise_rms": ("f8", np.nan, "the RMS the variance planes alone predict for resid_rms (nJy)"),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import dataclasses
 import io
 import os
 import re
@@ -214,18 +213,12 @@ V200_STEP = 7       # the index of the visit given a step
 def v200(tmp_path_factory):
     """200 visits on 2 x 2 patches of 128 pixels, one with a 20 nJy step, matched."""
     from bgdask.simulate import make_tract
-    from bgdask.testing import write_warps
+    from bgdask.testing import with_step, write_warps
 
     sim = make_tract(n_visits=200, num_patches=(2, 2), patch_inner=128, patch_border=8, seed=5)
     stepped = sim.visits[V200_STEP]
-    x_step = int(sim.footprints[stepped].cx)
-    for (v, p), w in list(sim.warps.items()):
-        if v == stepped:
-            x = np.arange(w.box.x0, w.box.x1)[None, :]
-            sim.warps[(v, p)] = dataclasses.replace(w, image=(w.image + np.where(x >= x_step, 20.0, 0.0))
-                                                    .astype(np.float32))
     d = tmp_path_factory.mktemp("v200")
-    manifest = write_warps(sim.warps, d)
+    manifest = write_warps(with_step(sim, sim.warps, stepped, 20.0), d)
     sim.skymap.to_yaml(d / "skymap.yaml")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", bgdask.UnusableWarpWarning)   # a few warps lie in chip gaps only
