@@ -177,6 +177,7 @@ def cmd_demo(args) -> int:
     args.overwrite = True
     result = _run_match(args, warps_dir / "manifest.csv", store, MatchConfig(), skymap=warps_dir / "skymap.yaml")
     _print_table(result.table, result.reference_visit)
+    _print_flagged(result.table, result.config)
     err, rms = store_offset_error(sim, store)
     _echo(f"offset error against the injected truth: RMS {err:.4f} nJy = "
           f"{100 * err / rms:.2f}% of the injected offsets' RMS {rms:.3f} nJy")
