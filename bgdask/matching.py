@@ -218,7 +218,9 @@ def match_arrays(
 
     ``warps`` maps (visit, patch) to :class:`~bgdask.io.warp.Warp`. The
     result's ``matched`` is computed (``result.warp(visit, patch)`` gives one
-    matched warp); the pipeline gives the same numbers bit for bit.
+    matched warp), and so is the quality (table columns and ``seam``); the
+    pipeline gives the same numbers bit for bit (the quality, measured per
+    row block, for the same ``chunk_rows``).
     """
     from .collection import open_warps
 
