@@ -12,7 +12,7 @@ does) and without (``quality=False``, stage C as it was), alternating,
 each (best and median) and their ratios. The machine is shared: read the
 ratios, and the CPU-second ratio first.
 
-``ratios``: the per-visit ``resid_ratio`` of simulated tracts (4 visits on
+``ratios``: the per-visit ``match_ratio`` of simulated tracts (4 visits on
 3 x 3 patches of 400 pixels and on 2 x 2 patches of 256, seeds 0..N-1 each;
 ``bgdask.match_arrays``, the default configuration but ``on_no_overlap:
 skip``) whose skies are flat (level only: a model can follow the
@@ -21,7 +21,7 @@ differences exactly), linear (level and gradients) or as simulated
 added to one visit's sky right of the vertical line through its
 footprint's centre (``bgdask.testing.with_step``; the reference fixed to the
 one chosen without the step). Printed: the distribution per kind and how
-many visits ``max_resid_ratio`` flags.
+many visits ``max_match_ratio`` flags.
 """
 
 from __future__ import annotations
@@ -143,21 +143,21 @@ def ratios(args) -> None:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     res = match_arrays(warps, sim.skymap, cfg)
-                normal[kind] += [float(r) for r in res.table["resid_ratio"].dropna()]
+                normal[kind] += [float(r) for r in res.table["match_ratio"].dropna()]
             ref = res.reference_visit                      # of the tract as simulated
             stepped = next(v for v in sim.visits if v != ref)
             for a in STEPS:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     res = match_arrays(with_step(sim, sim.warps, stepped, a), sim.skymap, cfg.replace(ref_visit=ref))
-                steps[a].append(float(res.table.loc[stepped, "resid_ratio"]))
+                steps[a].append(float(res.table.loc[stepped, "match_ratio"]))
             print(f"  {name}, seed {seed} done ({time.perf_counter() - t0:.0f} s)", flush=True)
         rows += [(name, f"{kind} skies", vals) for kind, vals in normal.items()]
         rows += [(name, f"{a:g} nJy step", vals) for a, vals in steps.items()]
-    threshold = cfg.max_resid_ratio
-    print(f"\nresid_ratio per visit ({len(seeds)} tracts of 4 visits per geometry; default config but "
+    threshold = cfg.max_match_ratio
+    print(f"\nmatch_ratio per visit ({len(seeds)} tracts of 4 visits per geometry; default config but "
           f"on_no_overlap: skip, "
-          f"max_resid_ratio = {threshold:g}; steps: one visit per tract, the reference of its tract as simulated)")
+          f"max_match_ratio = {threshold:g}; steps: one visit per tract, the reference of its tract as simulated)")
     print("| tract | visits | n | min | median | max | flagged |")
     print("|---|---|---|---|---|---|---|")
     for name, kind, vals in rows:

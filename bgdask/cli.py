@@ -25,7 +25,7 @@ from .errors import BgdaskError
 log = logging.getLogger("bgdask")
 
 #: Exit status of ``bgdask inspect --strict`` when the store is complete and
-#: some visit is flagged (its resid_ratio above max_resid_ratio).
+#: some visit is flagged (its match_ratio above max_match_ratio).
 EXIT_FLAGGED = 3
 
 
@@ -78,13 +78,13 @@ def _print_flagged(table, config) -> list[int]:
     from .table import flagged_visits
 
     flagged = flagged_visits(table)
-    if not np.isfinite(np.asarray(table["resid_ratio"], dtype=float)).any():
+    if not np.isfinite(np.asarray(table["match_ratio"], dtype=float)).any():
         _echo("flagged: not measured (stage C has not finished)")
     elif flagged:
-        _echo(f"flagged: {len(flagged)} visit(s) with resid_ratio > max_resid_ratio = {config.max_resid_ratio:g}: "
+        _echo(f"flagged: {len(flagged)} visit(s) with match_ratio > max_match_ratio = {config.max_match_ratio:g}: "
               + ", ".join(map(str, flagged)))
     else:
-        _echo(f"flagged: none (every resid_ratio <= max_resid_ratio = {config.max_resid_ratio:g})")
+        _echo(f"flagged: none (every match_ratio <= max_match_ratio = {config.max_match_ratio:g})")
     return flagged
 
 
@@ -347,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _command(sub, "inspect", "print a store's reference visit, table, flagged visits and completeness",
                  "Print what a store holds: geometry, warps present and done, the reference visit, the\n"
-                 "per-visit table and the flagged visits (resid_ratio above max_resid_ratio).\n"
+                 "per-visit table and the flagged visits (match_ratio above max_match_ratio).\n"
                  "Exit status: 0 when the store is complete, 1 when it is not, 2 on an error;\n"
                  f"with --strict, {EXIT_FLAGGED} when it is complete and a visit is flagged.",
                  "bgdask inspect out.zarr --strict", cmd_inspect)

@@ -32,7 +32,7 @@ class MatchConfig:
 
     Field names and defaults follow Rubin's ``MatchBackgroundsConfig`` in
     snake_case; ``extrapolation``, ``window_scale``, ``on_no_overlap`` and
-    ``max_resid_ratio`` are bgdask's additions. Every field is checked on construction; a bad value
+    ``max_match_ratio`` are bgdask's additions. Every field is checked on construction; a bad value
     raises :class:`~bgdask.errors.ConfigError` naming the field.
     """
 
@@ -74,8 +74,8 @@ class MatchConfig:
         "a visit sharing no good superpixel with the reference: raise, or skip it (unmatched)",
         default="raise",
     )
-    max_resid_ratio: float = _doc(
-        "a visit whose resid_ratio (RMS of reference - matched visit over what the variance planes "
+    max_match_ratio: float = _doc(
+        "a visit whose match_ratio (RMS of reference - matched visit over what the variance planes "
         "predict) exceeds this is flagged",
         default=10.0,
     )
@@ -94,11 +94,11 @@ class MatchConfig:
         for name in (
             "min_frac", "num_sigma_clip", "smooth_scale", "window_scale",
             "best_ref_weight_chi2", "best_ref_weight_variance", "best_ref_weight_global_coverage",
-            "max_resid_ratio",
+            "max_match_ratio",
         ):
             s(self, name, _as_float(name, getattr(self, name)))
-        if self.max_resid_ratio <= 0:
-            raise ConfigError(f"config field 'max_resid_ratio' must be > 0, got {self.max_resid_ratio}")
+        if self.max_match_ratio <= 0:
+            raise ConfigError(f"config field 'max_match_ratio' must be > 0, got {self.max_match_ratio}")
         if not 0.0 <= self.min_frac <= 1.0:
             raise ConfigError(f"config field 'min_frac' must be in [0, 1], got {self.min_frac}")
         if self.num_sigma_clip <= 0:

@@ -53,8 +53,8 @@ class MatchResult:
     ``timings``: seconds per stage; ``seam``: the seam map, plane ->
     (sy, sx) array (:mod:`bgdask.quality`), once stage C has run.
 
-    The table's quality columns (``resid_rms``, ``noise_rms``,
-    ``resid_ratio``, ``flagged``) are measured in stage C: by
+    The table's quality columns (``match_rms``, ``match_noise``,
+    ``match_ratio``, ``flagged``) are measured in stage C: by
     :func:`match_arrays` and :func:`bgdask.match_backgrounds`; the lazy
     result of :func:`match` leaves them NaN (False).
     """
@@ -237,7 +237,7 @@ def match_arrays(
     image = da.from_array(result.matched.image.data, chunks=tract.array("image").chunks)
     graph, key = quality_graph(tract, result.config, sol, image)
     seam, figures = executor.compute(graph, [key])[0]
-    result.table = with_quality(result.table, figures, result.config.max_resid_ratio)
+    result.table = with_quality(result.table, figures, result.config.max_match_ratio)
     result.seam = dict(zip(SEAM_PLANES, seam))
     result.timings["stage C"] = time.perf_counter() - t0
     return result

@@ -152,7 +152,7 @@ def run(prepared: Prepared, client=None, *, scheduler: str | None = None, progre
         todo = [k for k in tract.keys if not done[tract.index(k)]]
         graph, ends, quality = write_graph(tract, cfg, sol, store, todo)
         seam, figures = executor.compute(graph, ends + [quality], "stage C: warps matched", keep={quality})[-1]
-        table = with_quality(table, figures, cfg.max_resid_ratio)
+        table = with_quality(table, figures, cfg.max_match_ratio)
         store.write_quality(table, seam)
         timings["stage C"] = time.perf_counter() - t0
         log.info("stage C: matched warps written, quality measured (%.2f s)", timings["stage C"])

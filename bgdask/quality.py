@@ -9,14 +9,14 @@ numbers are bitwise the same on any scheduler.
 Per visit, over the superpixels it shares with the reference (those with at
 least ``min_frac * x_bin * y_bin`` counted pixels in both):
 
-* ``resid_rms``: RMS of the superpixel statistic (the configured one,
+* ``match_rms``: RMS of the superpixel statistic (the configured one,
   ``MEANCLIP`` by default, windows as in step 1) of ``reference - matched
   visit``;
-* ``noise_rms``: RMS of what the variance planes alone predict for it,
+* ``match_noise``: RMS of what the variance planes alone predict for it,
   ``sqrt(sum(var_ref + var_visit) / n**2)`` over the window's ``n`` counted
   pixels (the standard error of a mean of the difference);
-* ``resid_ratio = resid_rms / noise_rms``: near 1 when the visit is matched
-  to the noise; above ``max_resid_ratio`` the visit is flagged.
+* ``match_ratio = match_rms / match_noise``: near 1 when the visit is matched
+  to the noise; above ``max_match_ratio`` the visit is flagged.
 
 Per superpixel of the tract, the seam map: the spread (RMS about the mean)
 of the visits' levels (the superpixel statistic of each visit's own image)
@@ -98,19 +98,19 @@ class VisitQuality:
     """One visit's residual against the reference after matching."""
 
     visit: int
-    resid_rms: float
-    noise_rms: float
+    match_rms: float
+    match_noise: float
     n_superpixels: int
 
     @property
-    def resid_ratio(self) -> float:
-        if not (self.noise_rms > 0):
+    def match_ratio(self) -> float:
+        if not (self.match_noise > 0):
             return float("nan")
-        return self.resid_rms / self.noise_rms
+        return self.match_rms / self.match_noise
 
 
 def visit_quality(total: QualityPartial, grid_shape, cfg: MatchConfig, visit: int) -> VisitQuality:
-    """``resid_rms`` and ``noise_rms`` of a visit from the sum of its partials,
+    """``match_rms`` and ``match_noise`` of a visit from the sum of its partials,
     over the superpixels good in the residual (NaN without any)."""
     r = total.resid.dense(grid_shape)
     q = total.noise.dense(grid_shape)

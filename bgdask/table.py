@@ -31,18 +31,18 @@ COLUMNS: dict[str, tuple[str, object, str]] = {
     "status": ("i1", 0, "matched, reference, skipped (no overlap) or empty (no usable pixel)"),
     "extrap_frac": ("f8", np.nan, "fraction of the visit's usable pixels in superpixel bins it shares with the "
                                   "reference too little to be good: offset extrapolated there, not measured"),
-    "resid_rms": ("f8", np.nan, "after matching: RMS of the superpixel statistic of reference - matched visit "
+    "match_rms": ("f8", np.nan, "after matching: RMS of the superpixel statistic of reference - matched visit "
                                 "over their shared superpixels (nJy)"),
-    "noise_rms": ("f8", np.nan, "the RMS the variance planes alone predict for resid_rms (nJy)"),
-    "resid_ratio": ("f8", np.nan, "resid_rms / noise_rms: near 1 when matched to the noise"),
-    "flagged": ("b1", False, "resid_ratio above the configuration's max_resid_ratio"),
+    "match_noise": ("f8", np.nan, "the RMS the variance planes alone predict for match_rms (nJy)"),
+    "match_ratio": ("f8", np.nan, "match_rms / match_noise: near 1 when matched to the noise"),
+    "flagged": ("b1", False, "match_ratio above the configuration's max_match_ratio"),
 }
 
 #: The planes of the store's ``seam`` map (visits' level spread per superpixel), in order.
 SEAM_PLANES = ("before", "after")
 
 #: The columns measured in stage C (:func:`with_quality`); the others are known after stage B.
-QUALITY_COLUMNS = ("resid_rms", "noise_rms", "resid_ratio", "flagged")
+QUALITY_COLUMNS = ("match_rms", "match_noise", "match_ratio", "flagged")
 
 
 def visit_table(visits, ref_criteria: Mapping[int, Mapping[str, float]], models: Mapping) -> "pandas.DataFrame":  # noqa: F821
@@ -66,23 +66,23 @@ def visit_table(visits, ref_criteria: Mapping[int, Mapping[str, float]], models:
             "fit_rms": m.fit_rms,
             "status": m.status,
             "extrap_frac": m.extrap_frac,
-            "resid_rms": np.nan,
-            "noise_rms": np.nan,
-            "resid_ratio": np.nan,
+            "match_rms": np.nan,
+            "match_noise": np.nan,
+            "match_ratio": np.nan,
             "flagged": False,
         })
     return pd.DataFrame(rows, columns=["visit", *COLUMNS]).set_index("visit")
 
 
-def with_quality(table, figures, max_resid_ratio: float):
+def with_quality(table, figures, max_match_ratio: float):
     """The table with the quality of stage C: ``figures`` are
     :class:`~bgdask.quality.VisitQuality` (visits without one keep NaN); a
-    visit is flagged when its resid_ratio exceeds ``max_resid_ratio``."""
+    visit is flagged when its match_ratio exceeds ``max_match_ratio``."""
     table = table.copy()
     for q in figures:
-        table.loc[q.visit, ["resid_rms", "noise_rms", "resid_ratio"]] = [q.resid_rms, q.noise_rms, q.resid_ratio]
+        table.loc[q.visit, ["match_rms", "match_noise", "match_ratio"]] = [q.match_rms, q.match_noise, q.match_ratio]
     with np.errstate(invalid="ignore"):
-        table["flagged"] = np.asarray(table["resid_ratio"], dtype=float) > max_resid_ratio
+        table["flagged"] = np.asarray(table["match_ratio"], dtype=float) > max_match_ratio
     return table
 
 

@@ -37,9 +37,9 @@ GOLDEN = json.loads((HERE / "checksums.json").read_text())
 REPLACED = {"fit_rms"}
 #: Arrays added since (issue 15: the quality of a match); they are not in the
 #: golden stores, and every store must have them.
-ADDED = {"extrap_frac", "resid_rms", "noise_rms", "resid_ratio", "flagged", "seam"}
+ADDED = {"extrap_frac", "match_rms", "match_noise", "match_ratio", "flagged", "seam"}
 #: Configuration fields added since, with their defaults (issue 15).
-ADDED_CONFIG = {"max_resid_ratio": 10.0}
+ADDED_CONFIG = {"max_match_ratio": 10.0}
 
 
 @pytest.mark.slow

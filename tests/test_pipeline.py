@@ -31,7 +31,7 @@ def serial_100(small_sim):
     return match_arrays(small_sim.warps, small_sim.skymap, chunk_rows=100)
 
 
-QUALITY = ("resid_rms", "noise_rms", "resid_ratio", "flagged")
+QUALITY = ("match_rms", "match_noise", "match_ratio", "flagged")
 
 
 def assert_store_equals_serial(out, serial, sim, quality=None):

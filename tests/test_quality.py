@@ -48,23 +48,23 @@ def test_ratio_is_near_one_when_matched_to_the_noise(flat_result):
     """Measured: 0.57, 0.36 and 0.84 here; 0.43 to 1.16 (median 0.76) on 8
     tracts of 3 x 3 patches (benchmarks/bench_quality.py ratios). Below 1
     rather than above: the model is made of the same pixels' noise."""
-    ratio = _matched(flat_result)["resid_ratio"]
+    ratio = _matched(flat_result)["match_ratio"]
     assert len(ratio) == 3 and ratio.between(0.3, 1.5).all(), ratio
     assert not flat_result.table["flagged"].any()
     # the reference and visits without overlap have no ratio
     ref = flat_result.reference_visit
-    assert np.isnan(flat_result.table.loc[ref, "resid_ratio"])
+    assert np.isnan(flat_result.table.loc[ref, "match_ratio"])
 
 
 def test_noise_comes_from_the_variance_planes(sim, flat, flat_result):
     """Variance planes 4 times larger predict twice the noise: the residual
-    (from the pixels) stays, noise_rms doubles, the ratio halves."""
+    (from the pixels) stays, match_noise doubles, the ratio halves."""
     loud = {k: dataclasses.replace(w, variance=w.variance * 4) for k, w in flat.items()}
     res = match_arrays(loud, sim.skymap)
     a, b = _matched(flat_result), _matched(res)
-    np.testing.assert_array_equal(a["resid_rms"], b["resid_rms"])
-    np.testing.assert_allclose(b["noise_rms"], 2 * a["noise_rms"], rtol=1e-6)
-    np.testing.assert_allclose(b["resid_ratio"], a["resid_ratio"] / 2, rtol=1e-6)
+    np.testing.assert_array_equal(a["match_rms"], b["match_rms"])
+    np.testing.assert_allclose(b["match_noise"], 2 * a["match_noise"], rtol=1e-6)
+    np.testing.assert_allclose(b["match_ratio"], a["match_ratio"] / 2, rtol=1e-6)
 
 
 def test_a_sharp_step_is_flagged_and_the_others_are_not(sim):
@@ -76,11 +76,11 @@ def test_a_sharp_step_is_flagged_and_the_others_are_not(sim):
     stepped = next(v for v in sim.visits if v != ref)
     res = match_arrays(with_step(sim, sim.warps, stepped, 20.0), sim.skymap, MatchConfig(ref_visit=ref))
     t = res.table
-    assert t.loc[stepped, "flagged"] and t.loc[stepped, "resid_ratio"] > 2 * MatchConfig().max_resid_ratio
+    assert t.loc[stepped, "flagged"] and t.loc[stepped, "match_ratio"] > 2 * MatchConfig().max_match_ratio
     assert not t.drop(index=stepped)["flagged"].any()
-    assert t.drop(index=stepped)["resid_ratio"].max() < MatchConfig().max_resid_ratio
+    assert t.drop(index=stepped)["match_ratio"].max() < MatchConfig().max_match_ratio
     # the other visits' figures do not change: each is measured against the reference alone
-    for col in ("resid_rms", "noise_rms", "fit_rms", "extrap_frac"):
+    for col in ("match_rms", "match_noise", "fit_rms", "extrap_frac"):
         np.testing.assert_array_equal(t.drop(index=stepped)[col], plain.table.drop(index=stepped)[col])
     # the cross-validated fit_rms sees the step too
     assert t.loc[stepped, "fit_rms"] > 3 * t.drop(index=stepped)["fit_rms"].max()
@@ -168,7 +168,7 @@ def test_quality_does_not_depend_much_on_the_row_blocks(sim, flat, flat_result):
     measured in pieces (as across patches). 64-row blocks instead of whole
     warps change the ratios by a few percent (measured: at most 4%)."""
     res = match_arrays(flat, sim.skymap, chunk_rows=64)
-    a, b = _matched(flat_result)["resid_ratio"], _matched(res)["resid_ratio"]
+    a, b = _matched(flat_result)["match_ratio"], _matched(res)["match_ratio"]
     np.testing.assert_allclose(b, a, rtol=0.1)
     assert not np.array_equal(a, b)          # the pieces do differ
 
@@ -181,7 +181,7 @@ def test_store_holds_the_quality(sync_store):
     assert g["seam"].shape[0] == len(SEAM_PLANES) and g["seam"].attrs["planes"] == list(SEAM_PLANES)
     for i, plane in enumerate(SEAM_PLANES):
         np.testing.assert_array_equal(g["seam"][i], result.seam[plane])
-    for col in ("resid_rms", "noise_rms", "resid_ratio", "extrap_frac", "flagged"):
+    for col in ("match_rms", "match_noise", "match_ratio", "extrap_frac", "flagged"):
         np.testing.assert_array_equal(g[col][:], result.table[col].to_numpy())
 
 
@@ -189,7 +189,7 @@ def test_store_holds_the_quality(sync_store):
 def flagged_store(small_tract, tmp_path_factory):
     """The small tract with a threshold every matched visit exceeds."""
     out = tmp_path_factory.mktemp("flagged") / "out.zarr"
-    result = bgdask.match_backgrounds(small_tract / "manifest.csv", out, MatchConfig(max_resid_ratio=0.01),
+    result = bgdask.match_backgrounds(small_tract / "manifest.csv", out, MatchConfig(max_match_ratio=0.01),
                                       scheduler="sync")
     return result, out
 

@@ -204,8 +204,8 @@ def test_report_with_given_reference_incomplete_and_perf_link(small_sim, small_t
 
 #: 32-pixel superpixels have 4 times the noise of 128-pixel ones, so the
 #: method's systematic residuals weigh less: the ordinary visits of this
-#: tract have resid_ratio 0.4 to 2.4 (measured); a 20 nJy step gives 4.8.
-V200_CONFIG = dict(x_bin=32, y_bin=32, binning=16, max_resid_ratio=3.0)
+#: tract have match_ratio 0.4 to 2.4 (measured); a 20 nJy step gives 4.8.
+V200_CONFIG = dict(x_bin=32, y_bin=32, binning=16, max_match_ratio=3.0)
 V200_STEP = 7       # the index of the visit given a step
 
 
@@ -266,7 +266,7 @@ def _browser(exe: str, profile: Path, url: str, *args: str) -> subprocess.Comple
 #: such script): once everything has loaded it records on <html> how many
 #: images loaded or are broken, per section, which elements lie wholly on the
 #: first screen, and the visit atop the per-visit table after sorting it by
-#: resid_ratio with one click (ascending) and two (descending).
+#: match_ratio with one click (ascending) and two (descending).
 PROBE = """
 <script>
 window.addEventListener("load", function () {
@@ -292,7 +292,7 @@ window.addEventListener("load", function () {
   root.setAttribute("data-first-screen", first.join(" "));
   var table = document.getElementById("visit-table");
   var th = Array.prototype.filter.call(table.tHead.rows[0].cells,
-                                       function (h) { return h.textContent === "resid_ratio"; })[0];
+                                       function (h) { return h.textContent === "match_ratio"; })[0];
   th.click();
   root.setAttribute("data-sorted-up", table.tBodies[0].rows[0].cells[0].getAttribute("data-value"));
   th.click();
@@ -323,7 +323,7 @@ def test_report_of_200_visits_in_headless_chromium(v200, tmp_path):
     assert got["thumbs"] == "200/200/0" and got["seams"] == "1/1/0", got
     first = got["first-screen"].split()
     assert {"reference-visit", "flagged", "counts", "visit-table"} <= set(first), got
-    ratios = result.table["resid_ratio"].dropna()
+    ratios = result.table["match_ratio"].dropna()
     assert int(got["sorted-up"]) == int(ratios.idxmin()) and int(got["sorted-down"]) == int(ratios.idxmax()) == stepped
 
     # the first screen, as a person sees it: the reference and the flagged visit in the text
@@ -358,7 +358,7 @@ def test_browser_probe_detects_broken_images(tmp_path):
                     f'<div id="reference-visit">1</div><div id="flagged"></div>'
                     f'<div id="thumbnail-grid"><img src="data:image/png;base64,{good}" alt="ok">'
                     f'<img src="data:image/png;base64,AAAA" alt="broken"></div>'
-                    f'<table id="visit-table"><thead><tr><th>visit</th><th>resid_ratio</th></tr></thead>'
+                    f'<table id="visit-table"><thead><tr><th>visit</th><th>match_ratio</th></tr></thead>'
                     f'<tbody><tr><td data-value="1">1</td><td>2</td></tr></tbody></table></body></html>')
     got = _probe(exe, tmp_path, page)
     assert got["thumbs"] == "2/1/1" and got["images"] == "2/1/1", got

@@ -9,7 +9,7 @@ Summary figures (from the store's table, models and seam map: no pixel is read):
     the seam map before and after matching (:mod:`bgdask.quality`), on one
     logarithmic colour scale.
 ``quality``
-    per visit: ``resid_ratio`` against the flag threshold, and ``extrap_frac``.
+    per visit: ``match_ratio`` against the flag threshold, and ``extrap_frac``.
 ``thumbnails``
     every visit's difference model (the offset step 6.1 gives, over the whole
     tract) on one diverging colour scale, flagged visits outlined.
@@ -107,7 +107,7 @@ class Thumbnail:
     height: int
     status: str
     flagged: bool
-    resid_ratio: float
+    match_ratio: float
 
 
 # -- what the figures read -------------------------------------------------------------
@@ -461,18 +461,18 @@ def fig_quality(data: ReportData) -> Figure:
     t, cfg, visits = data.table, data.config, data.visits
     x = np.arange(len(visits))
     every = max(1, math.ceil(len(visits) / 40))
-    ratio = np.asarray(t["resid_ratio"], dtype=np.float64)
+    ratio = np.asarray(t["match_ratio"], dtype=np.float64)
     extrap = np.asarray(t["extrap_frac"], dtype=np.float64)
     colours = [FLAG_COLOUR if v in data.flagged else REF_COLOUR if v == data.reference else VISIT_COLOUR
                for v in visits]
     ax1 = fig.add_subplot(1, 2, 1)
     ax1.bar(x, np.where(np.isfinite(ratio), ratio, 0.0), color=colours, width=0.8)
-    ax1.axhline(cfg.max_resid_ratio, color=FLAG_COLOUR, linestyle="--", linewidth=1.2,
-                label=f"flag threshold max_resid_ratio = {cfg.max_resid_ratio:g}")
+    ax1.axhline(cfg.max_match_ratio, color=FLAG_COLOUR, linestyle="--", linewidth=1.2,
+                label=f"flag threshold max_match_ratio = {cfg.max_match_ratio:g}")
     ax1.axhline(1.0, color="0.4", linestyle=":", linewidth=1.0, label="1: matched to the noise")
     top = np.nanmax(ratio) if np.isfinite(ratio).any() else 1.0
-    ax1.set_ylim(0, 1.15 * max(top, cfg.max_resid_ratio * 1.1))
-    ax1.set_ylabel("resid_ratio = resid_rms / noise_rms")
+    ax1.set_ylim(0, 1.15 * max(top, cfg.max_match_ratio * 1.1))
+    ax1.set_ylabel("match_ratio = match_rms / match_noise")
     ax1.set_title("residual against the reference after matching, in units of the noise", fontsize=10)
     ax1.legend(fontsize=8, loc="upper left")
     _visit_axis(ax1, data, x, every)
@@ -486,12 +486,12 @@ def fig_quality(data: ReportData) -> Figure:
     fig.suptitle(f"Quality per visit: {n_flag} flagged (vermillion), reference {data.reference} (black)",
                  fontsize=12)
     fig.tight_layout(rect=(0, 0, 1, 0.93))
-    alt = (f"Bar charts per visit of resid_ratio against the flag threshold {cfg.max_resid_ratio:g} and of the "
+    alt = (f"Bar charts per visit of match_ratio against the flag threshold {cfg.max_match_ratio:g} and of the "
            f"extrapolated fraction; {n_flag} visit(s) flagged")
     caption = ("Left: per visit, the RMS over its superpixels shared with the reference of the superpixel "
                "statistic of reference - matched visit, over the RMS its variance planes alone predict "
-               "(resid_ratio; the reference and visits sharing nothing with it have none). Visits above the "
-               "dashed line (max_resid_ratio) are flagged. Right: the fraction of the visit's usable pixels "
+               "(match_ratio; the reference and visits sharing nothing with it have none). Visits above the "
+               "dashed line (max_match_ratio) are flagged. Right: the fraction of the visit's usable pixels "
                "in superpixels its model did not measure (interpolated or extrapolated offsets).")
     return _figure("quality", "quality", "Quality per visit", alt, caption, fig)
 
@@ -582,7 +582,7 @@ def thumbnails(data: ReportData) -> list[Thumbnail]:
         buf = io.BytesIO()
         mpimg.imsave(buf, rgba, format="png", metadata={"Software": None})
         h, w = rgba.shape[:2]
-        ratio = float(data.value("resid_ratio", v))
+        ratio = float(data.value("match_ratio", v))
         out.append(Thumbnail(v, buf.getvalue(), w, h, data.status(v), v in data.flagged, ratio))
     return out
 

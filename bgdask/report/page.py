@@ -38,9 +38,9 @@ MAX_MATRIX_CELLS = 4000
 TABLE = (
     ("status", "status", "text"),
     ("flagged", "flag", "flag"),
-    ("resid_ratio", "resid_ratio", "num"),
-    ("resid_rms", "resid_rms [nJy]", "num"),
-    ("noise_rms", "noise_rms [nJy]", "num"),
+    ("match_ratio", "match_ratio", "num"),
+    ("match_rms", "match_rms [nJy]", "num"),
+    ("match_noise", "match_noise [nJy]", "num"),
     ("extrap_frac", "extrap_frac", "pct"),
     ("n_good", "n_good", "int"),
     ("model_mean", "model_mean [nJy]", "num"),
@@ -111,18 +111,18 @@ def _summary(data: ReportData, details: Sequence[int]) -> str:
         how = "given in the configuration" if data.ref_given else "chosen by least cost"
         reference = (f'<div id="reference-visit" data-visit="{_e(ref)}">Reference visit: <strong>{_e(ref)}</strong>'
                      f' <span class="muted">({_e(how)})</span></div>')
-    measured = bool(np.isfinite(np.asarray(t["resid_ratio"], dtype=float)).any())
-    threshold = data.config.max_resid_ratio if data.config else float("nan")
+    measured = bool(np.isfinite(np.asarray(t["match_ratio"], dtype=float)).any())
+    threshold = data.config.max_match_ratio if data.config else float("nan")
     if not data.ready or not measured:
         flagged = ('<div id="flagged" data-visits="">Flags: not measured yet '
                    '<span class="muted">(stage C has not finished)</span></div>')
     elif not data.flagged:
-        flagged = (f'<div id="flagged" class="none" data-visits="">No visit flagged: every resid_ratio '
+        flagged = (f'<div id="flagged" class="none" data-visits="">No visit flagged: every match_ratio '
                    f'&le; {threshold:g}</div>')
     else:
         links = " ".join(f'<a href="#visit-{v}">{v}</a>' for v in data.flagged)
         flagged = (f'<div id="flagged" data-visits="{" ".join(map(str, data.flagged))}">'
-                   f'<strong>{len(data.flagged)} flagged</strong> (resid_ratio &gt; {threshold:g}): {links}</div>')
+                   f'<strong>{len(data.flagged)} flagged</strong> (match_ratio &gt; {threshold:g}): {links}</div>')
     status = {s: int((t["status"] == s).sum()) for s in ("matched", "reference", "skipped", "empty")}
     present, done = st.present, st.done() & st.present
     n_p, n_d = int(present.sum()), int(done.sum())
@@ -163,9 +163,9 @@ def _visit_table(data: ReportData, details: Sequence[int]) -> str:
              int((st.usable[vi] & done[vi] & st.present[vi]).sum())]
         cells += [f"<td>{k}</td>" for k in n]
         body.append(f'<tr class="{" ".join(classes)}">' + "".join(cells) + "</tr>")
-    note = ("<p class=\"muted\">Click a header to sort. resid_ratio: RMS over the superpixels shared with the "
+    note = ("<p class=\"muted\">Click a header to sort. match_ratio: RMS over the superpixels shared with the "
             "reference of the statistic of reference - matched visit, over the RMS the variance planes alone "
-            "predict (near 1: matched to the noise); flagged above max_resid_ratio. extrap_frac: share of the "
+            "predict (near 1: matched to the noise); flagged above max_match_ratio. extrap_frac: share of the "
             "visit's usable pixels whose offset was not measured against the reference. fit_rms: the model's "
             "cross-validated residual. n_good, model_mean, model_rms: the difference model (step 5). "
             "warps / done / usable: warps present, written completely, with usable pixels.</p>")
@@ -177,7 +177,7 @@ def _thumbnail_grid(data: ReportData, thumbs: list[Thumbnail], colorbar: Figure,
     cells = []
     for th in thumbs:
         classes = ["thumb"] + (["flagged"] if th.flagged else []) + (["ref"] if th.visit == data.reference else [])
-        ratio = "" if math.isnan(th.resid_ratio) else f" · {th.resid_ratio:.3g}"
+        ratio = "" if math.isnan(th.match_ratio) else f" · {th.match_ratio:.3g}"
         label = f"{th.visit}{' ref' if th.visit == data.reference else ''}{ratio}"
         if th.visit in details:
             label = f'<a href="#visit-{th.visit}">{_e(label)}</a>'
@@ -185,12 +185,12 @@ def _thumbnail_grid(data: ReportData, thumbs: list[Thumbnail], colorbar: Figure,
             label = _e(label)
         alt = (f"Difference model of visit {th.visit} ({th.status}"
                + (", flagged" if th.flagged else "") + ")")
-        title = f"visit {th.visit}: {th.status}; resid_ratio {ratio.strip(' ·') or 'n/a'}"
+        title = f"visit {th.visit}: {th.status}; match_ratio {ratio.strip(' ·') or 'n/a'}"
         cells.append(f'<figure class="{" ".join(classes)}" id="thumb-{th.visit}" title="{_e(title)}">'
                      f"{_img(th.png, alt, th.width, th.height)}<figcaption>{label}</figcaption></figure>")
     return ('<section id="thumbnails">\n<h2>Difference models of every visit</h2>\n'
             f'<p class="muted">{_e(_thumbnail_caption(data))} Outlined in vermillion: flagged; in black: the '
-            "reference. The number after each visit is its resid_ratio.</p>\n"
+            "reference. The number after each visit is its match_ratio.</p>\n"
             + _figure(colorbar, heading=False) + '\n<div id="thumbnail-grid">\n' + "\n".join(cells)
             + "\n</div>\n</section>")
 
@@ -208,9 +208,9 @@ def _details(data: ReportData, details: Sequence[int]) -> str:
         figs.setdefault(int(fig.name.rsplit("_", 1)[1]), []).append(fig)
     for v in details:
         why = "flagged" if v in data.flagged else "asked for"
-        ratio = float(data.value("resid_ratio", v))
+        ratio = float(data.value("match_ratio", v))
         out.append(f'<details class="visit" id="visit-{v}" open><summary>Visit {v} ({_e(data.status(v))}, '
-                   f"{why}; resid_ratio {'n/a' if math.isnan(ratio) else f'{ratio:.3g}'})</summary>")
+                   f"{why}; match_ratio {'n/a' if math.isnan(ratio) else f'{ratio:.3g}'})</summary>")
         out += [_figure(f) for f in figs.get(v, [])]
         out.append("</details>")
     out.append("</section>")
