@@ -39,14 +39,13 @@ class Executor:
         return cls(client, scheduler, progress)
 
     def compute(self, graph, keys: Sequence, label: str = "") -> list:
-        """The values of ``keys`` of ``graph`` (a HighLevelGraph whose last
-        layer holds them)."""
+        """The values of ``keys`` of ``graph`` (a HighLevelGraph; they are in one layer)."""
         if not keys:
             return []
         import dask
         from dask.delayed import Delayed
 
-        layer = next(reversed(graph.layers))
+        layer = next(name for name, lay in graph.layers.items() if keys[0] in lay)
         objs = [Delayed(k, graph, layer=layer) for k in keys]
         if self.client is None:
             return list(dask.compute(*objs, scheduler=self.scheduler))

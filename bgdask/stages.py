@@ -23,7 +23,7 @@ on the scheduler, so every scheduler gives the same numbers bit for bit.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
@@ -58,35 +58,36 @@ class Tract:
     row_starts: list[int]
     row_sizes: list[int]
     token: str
-    _specs: dict = field(default_factory=dict, repr=False)
-
-    @property
-    def keys(self) -> list[tuple[int, int]]:
-        """(visit, patch) of every present warp, visit-major."""
-        return [(v, p) for vi, v in enumerate(self.visits) for pi, p in enumerate(self.patches)
-                if self.present[vi, pi]]
-
-    def index(self, key: tuple[int, int]) -> tuple[int, int]:
-        return self._vidx[key[0]], self._pidx[key[1]]
 
     def __post_init__(self):
         self._vidx = {v: i for i, v in enumerate(self.visits)}
         self._pidx = {p: i for i, p in enumerate(self.patches)}
+        #: (visit, patch) of every present warp, visit-major
+        self.keys = [(v, p) for vi, v in enumerate(self.visits) for pi, p in enumerate(self.patches)
+                     if self.present[vi, pi]]
+        self.keys_of = {v: [k for k in self.keys if k[0] == v] for v in self.visits}
+        self._arrays = {plane: self.ds[plane].data for plane in REQUIRED_VARIABLES}
+        self._specs = {}
+        for plane, arr in self._arrays.items():
+            layer = arr.__dask_graph__().layers.get(arr.name)
+            self._specs[plane] = getattr(layer, "specs", None)
+
+    def index(self, key: tuple[int, int]) -> tuple[int, int]:
+        return self._vidx[key[0]], self._pidx[key[1]]
 
     def array(self, plane: str):
-        return self.ds[plane].data
+        return self._arrays[plane]
 
     def blocks(self, plane: str, vi: int, pi: int) -> list:
         """The chunks of one warp's plane: :class:`BlockRead` specs where the
         collection's chunk is a read task, else references to the chunk."""
-        from ._compat import TaskRef
-
-        arr = self.array(plane)
-        layer = arr.__dask_graph__().layers.get(arr.name)
-        specs = getattr(layer, "specs", None)
+        specs = self._specs[plane]
         if specs is not None:
             return list(specs[vi, pi])
-        return [TaskRef((arr.name, vi, pi, yi, 0)) for yi in range(len(self.row_starts))]
+        from ._compat import TaskRef
+
+        name = self._arrays[plane].name
+        return [TaskRef((name, vi, pi, yi, 0)) for yi in range(len(self.row_starts))]
 
     def rows_of(self, yi: int) -> slice:
         return slice(self.row_starts[yi], self.row_starts[yi] + self.row_sizes[yi])
@@ -244,13 +245,20 @@ def _common(tract: Tract, cfg: MatchConfig):
 
 def stage_a(tract: Tract, cfg: MatchConfig, executor) -> tuple[int, dict]:
     """The reference visit and every visit's reference-choice criteria and cost."""
+    graph, keys = graph_a(tract, cfg)
+    criteria = executor.compute(graph, keys, "stage A: reference choice")
+    return choose_reference({c.visit: c for c in criteria}, cfg)
+
+
+def graph_a(tract: Tract, cfg: MatchConfig):
+    """Stage A's graph and its outputs' keys (one ReferenceCriteria per visit)."""
     grid, bits = _common(tract, cfg)
     g = _Graph(tract, "a", cfg_token(cfg))
     ys = tract.row_starts
     figs = []
     for v in tract.visits:
         leaves = []
-        for key in (k for k in tract.keys if k[0] == v):
+        for key in tract.keys_of[v]:
             vi, pi = tract.index(key)
             leaves.append(g.task(g.key("warp", vi, pi), _leaf_a, key, *g.planes(vi, pi, "image", "mask"),
                                  tract.boxes[key[1]], ys, bits, grid, cfg))
@@ -258,13 +266,30 @@ def stage_a(tract: Tract, cfg: MatchConfig, executor) -> tuple[int, dict]:
             continue
         total = g.tree("sum", (tract._vidx[v],), leaves)
         figs.append(g.task(g.key("criteria", tract._vidx[v]), visit_criteria, g.ref(total), grid, cfg, v))
-    criteria = executor.compute(g.graph(), figs, "stage A: reference choice")
-    return choose_reference({c.visit: c for c in criteria}, cfg)
+    return g.graph(), figs
 
 
 def stage_b(tract: Tract, cfg: MatchConfig, ref: int, executor) -> tuple[dict, dict]:
     """Every visit's difference model (the reference's is zero) and every
     warp's number of usable pixels."""
+    graph, jobs, rest, order = graph_b(tract, cfg, ref)
+    results = executor.compute(graph, jobs + rest, "stage B: difference models")
+    grid, _ = _common(tract, cfg)
+    models = {v: model for v, (model, _) in zip(order, results[: len(jobs)])}
+    models[ref] = bg.VisitModel.zero(ref, grid, "reference")
+    pixels: dict[tuple[int, int], int] = {}
+    for _, pairs in results[: len(jobs)]:
+        pixels.update(pairs)
+    for part in results[len(jobs):]:
+        pixels.update(part.usable_pixels)
+    for v in tract.visits:               # a visit with no warp at all
+        models.setdefault(v, bg.VisitModel.zero(v, grid, "empty"))
+    return dict(sorted(models.items())), pixels
+
+
+def graph_b(tract: Tract, cfg: MatchConfig, ref: int):
+    """Stage B's graph; the keys of the visits' (model, usable counts), of the
+    usable counts of reference warps no difference reads, and those visits."""
     grid, bits = _common(tract, cfg)
     g = _Graph(tract, "b", cfg_token(cfg, ref))
     ys = tract.row_starts
@@ -274,7 +299,7 @@ def stage_b(tract: Tract, cfg: MatchConfig, ref: int, executor) -> tuple[dict, d
         if v == ref:
             continue
         leaves = []
-        for key in (k for k in tract.keys if k[0] == v):
+        for key in tract.keys_of[v]:
             vi, pi = tract.index(key)
             box = tract.boxes[key[1]]
             ref_key = (ref, key[1])
@@ -297,17 +322,7 @@ def stage_b(tract: Tract, cfg: MatchConfig, ref: int, executor) -> tuple[dict, d
             vi, pi = tract.index(key)
             rest.append(g.task(g.key("count", vi, pi), _leaf_count, key, *g.planes(vi, pi, "image", "mask"),
                                tract.boxes[key[1]], ys, bits))
-    results = executor.compute(g.graph(), jobs + rest, "stage B: difference models")
-    models = {v: model for v, (model, _) in zip(order, results[: len(jobs)])}
-    models[ref] = bg.VisitModel.zero(ref, grid, "reference")
-    pixels: dict[tuple[int, int], int] = {}
-    for _, pairs in results[: len(jobs)]:
-        pixels.update(pairs)
-    for part in results[len(jobs):]:
-        pixels.update(part.usable_pixels)
-    for v in tract.visits:               # a visit with no warp at all
-        models.setdefault(v, bg.VisitModel.zero(v, grid, "empty"))
-    return dict(sorted(models.items())), pixels
+    return g.graph(), jobs, rest, order
 
 
 def cfg_token(cfg: MatchConfig, *extra) -> str:
