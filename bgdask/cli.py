@@ -11,6 +11,7 @@ import warnings
 from pathlib import Path
 
 from . import __version__
+from ._butler_hook import add_butler_arguments, run_butler_match, wants_butler
 from .errors import BgdaskError
 
 log = logging.getLogger("bgdask")
@@ -96,6 +97,8 @@ def _run_match(args, source, output, cfg, skymap=None, overwrite=None):
 
 
 def cmd_match(args) -> int:
+    if wants_butler(args):                  # INPUT is a Butler repository (docs/butler.md)
+        return run_butler_match(args)
     cfg = _config(args)
     result = _run_match(args, args.input, args.output, cfg, skymap=args.skymap)
     _print_table(result.table, result.reference_visit)
@@ -271,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--performance-report", default=None, metavar="FILE",
                    help="write Dask's performance report (HTML) to FILE")
     p.add_argument("--chunk-rows", type=int, default=None, help="rows per stage-C block and output chunk (default: dask config bgdask.chunk-rows, 1024)")
+    add_butler_arguments(p)
     add_cluster_arguments(p)
     p.set_defaults(func=cmd_match)
 
