@@ -48,3 +48,45 @@ def butler_state(repo: str) -> tuple:
     count = sum(len(butler.query_datasets(t, collections="*", find_first=False, limit=None, explain=False))
                 for t in types)
     return collections, types, count
+
+
+def check_outputs(repo, run, store, sims, tract=9813, dataset_type="psf_matched_warp", every=1):
+    """The outputs (every ``every``-th warp's) read back with butler.get equal
+    the store; returns the matched datasets' ids."""
+    import numpy as np
+    import xarray as xr
+    from lsst.daf.butler import Butler
+
+    from bgdask.butler import output_dataset_types, read_store
+
+    butler = Butler.from_config(repo, collections=[run])
+    names = output_dataset_types(dataset_type)
+    view = read_store(store)
+    ds = xr.open_zarr(store)
+    ids = set()
+    for n, (visit, patch) in enumerate(view.keys):
+        if n % every:
+            continue
+        w = view.warp(visit, patch)
+        data_id = dict(skymap="bgdask_sim", tract=tract, visit=w.visit, patch=w.patch, instrument="SimCam")
+        matched = butler.get(names["matched"], data_id)
+        np.testing.assert_array_equal(matched.image.array, w.image)
+        np.testing.assert_array_equal(matched.variance.array, w.variance)
+        assert (matched.bbox.x.start, matched.bbox.y.start) == (w.x0, w.y0)
+        # the mask: the input's plane names, each plane's pixels where the input has them
+        warp = sims[tract].warps[(w.visit, w.patch)]
+        assert set(matched.mask.schema.names) == set(view.mask_planes) >= set(warp.mask_planes)
+        for name, bit in warp.mask_planes.items():
+            np.testing.assert_array_equal(matched.mask.get(name), (warp.mask >> bit) & 1 == 1, err_msg=name)
+        diff = butler.get(names["diff"], data_id)
+        assert diff.array.dtype == np.float64
+        np.testing.assert_array_equal((warp.image.astype(np.float64) + diff.array).astype(np.float32),
+                                      matched.image.array)
+        ids.add(butler.find_dataset(names["matched"], data_id).id)
+    table = butler.get(names["table"], skymap="bgdask_sim", tract=tract, band="r",
+                       parameters={"strip_astropy_meta_yaml": False})
+    assert list(table["visit"]) == [int(v) for v in ds.visit.values]
+    np.testing.assert_array_equal(np.asarray(table["model_mean"]), ds.model_mean.values)
+    assert table.meta["reference_visit"] == int(ds.attrs["reference_visit"])
+    assert int(np.asarray(table["visit"])[np.asarray(table["reference"])][0]) == table.meta["reference_visit"]
+    return ids

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from bgdask.butler import find_warp_groups, match_groups, open_butler
+from bgdask.butler import find_warp_groups, match_groups
 from bgdask.cli import main
 
 TWO_TRACTS = "skymap='bgdask_sim' AND tract IN (9813, 9814) AND band='r'"
@@ -14,8 +14,7 @@ TWO_TRACTS = "skymap='bgdask_sim' AND tract IN (9813, 9814) AND band='r'"
 def test_two_tracts_run_concurrently_on_one_cluster(rubin_repo, file_stores, config, cluster, tmp_path):
     groups = find_warp_groups(rubin_repo, "warps", TWO_TRACTS)
     assert [g.tract for g in groups] == [9813, 9814]
-    butler = open_butler(rubin_repo, writeable=True)
-    results = match_groups(groups, tmp_path / "out", config, cluster, butler=butler, output_run="u/test/groups")
+    results = match_groups(groups, tmp_path / "out", config, cluster)
     assert all(r.ok for r in results), [r.error for r in results]
     assert [r.store for r in results] == [str(tmp_path / "out" / f"tract{t}-r.zarr") for t in (9813, 9814)]
     # one cluster, both groups in flight at the same time
@@ -25,7 +24,6 @@ def test_two_tracts_run_concurrently_on_one_cluster(rubin_repo, file_stores, con
         a, b = xr.open_zarr(r.store), xr.open_zarr(file_stores[r.group.tract])
         for name in ("image", "mask", "variance", "offset_coarse"):
             np.testing.assert_array_equal(a[name].values, b[name].values, err_msg=f"{r.group.tract} {name}")
-        assert r.put["put"] == 2 * len(r.group.refs) + 1
 
 
 def test_a_failed_group_does_not_stop_the_others(rubin_repo, config_file, cluster, tmp_path, capsys):
@@ -49,3 +47,5 @@ def test_a_failed_group_does_not_stop_the_others(rubin_repo, config_file, cluste
                                  limit=None, explain=False)
     assert {r.dataId["tract"] for r in refs} == {9813}
     assert len(refs) == int(good.present.sum())
+    assert {r.dataId["tract"] for r in butler.query_datasets("psf_matched_warp_background_table",
+                                                              collections="u/test/damaged")} == {9813}
