@@ -21,7 +21,7 @@ from typing import Any, Callable, Sequence
 from ..errors import InputError, StoreError
 from ._query import ButlerWarps
 
-__all__ = ["GroupProgress", "GroupResult", "match_groups", "store_paths"]
+__all__ = ["GroupProgress", "GroupResult", "match_groups", "plan_stores", "store_paths"]
 
 
 @dataclass
@@ -95,6 +95,17 @@ def store_paths(groups: Sequence[ButlerWarps], output: str | os.PathLike) -> lis
     return [str(out / g.store_name(with_skymap)) for g in groups]
 
 
+def plan_stores(groups: Sequence[ButlerWarps], output: str | os.PathLike, *, resume: bool = False,
+                overwrite: bool = False) -> list[str]:
+    """:func:`store_paths`, refused when a store exists and neither
+    ``resume`` nor ``overwrite`` is given."""
+    paths = store_paths(groups, output)
+    for path in paths:
+        if os.path.exists(path) and not (resume or overwrite):
+            raise StoreError(f"{path}: already exists; use --resume to finish it or --overwrite to replace it")
+    return paths
+
+
 def match_groups(
     groups: Sequence[ButlerWarps],
     output: str | os.PathLike,
@@ -118,15 +129,12 @@ def match_groups(
     if output_run and butler is None:
         raise ValueError("output_run needs the (writeable) butler")
     say = echo or (lambda msg: None)
-    paths = store_paths(groups, output)
-    if len(paths) > 1:
-        Path(output).mkdir(parents=True, exist_ok=True)
     # Bad input fails here, before any store or dataset is written.
+    paths = plan_stores(groups, output, resume=resume, overwrite=overwrite)
     for g in groups:
         g.catalog()
-    for path in paths:
-        if os.path.exists(path) and not (resume or overwrite):
-            raise StoreError(f"{path}: already exists; use --resume to finish it or --overwrite to replace it")
+    if len(paths) > 1:
+        Path(output).mkdir(parents=True, exist_ok=True)
     put_lock = threading.Lock()
     address = getattr(getattr(client, "scheduler", None), "address", None)
     results = [GroupResult(g, p, scheduler=address) for g, p in zip(groups, paths)]

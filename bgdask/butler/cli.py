@@ -8,7 +8,7 @@ import traceback
 
 from ..errors import BgdaskError, InputError
 from ._query import DEFAULT_DATASET_TYPE, find_warp_groups, open_butler
-from ._run import GroupProgress, match_groups
+from ._run import GroupProgress, match_groups, plan_stores
 from ._sink import check_output_run
 
 __all__ = ["cmd_match_butler"]
@@ -54,6 +54,8 @@ def cmd_match_butler(args) -> int:
     if args.output_run:
         check_output_run(butler, args.output_run)
     groups = find_warp_groups(repo, args.collections, args.where or "", dataset_type, butler=butler)
+    plan_stores(groups, args.output, resume=getattr(args, "resume", False),
+                overwrite=getattr(args, "overwrite", False))
     for g in groups:
         g.catalog()          # headers of every file: bad input stops here, before any write
     _echo(f"butler: {sum(len(g.refs) for g in groups)} {dataset_type} datasets in "

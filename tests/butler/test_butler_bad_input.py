@@ -39,6 +39,17 @@ def test_bad_input_is_one_line_and_writes_nothing(case, rubin_repo, config_file,
     assert butler_state(rubin_repo) == before
 
 
+def test_several_groups_need_an_output_directory(rubin_repo, tmp_path, capsys):
+    before = butler_state(rubin_repo)
+    where = "skymap='bgdask_sim' AND tract IN (9813, 9814) AND band='r'"
+    assert main(["match", rubin_repo, "-o", str(tmp_path / "o.zarr"), "--collections", "warps", "--where", where,
+                 "--output-run", "u/test/bad", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "2 (skymap, tract, band) groups" in err[0] and "give -o a directory" in err[0]
+    assert not (tmp_path / "o.zarr").exists()
+    assert butler_state(rubin_repo) == before
+
+
 def test_a_directory_that_is_no_repo(tmp_path, capsys):
     code = main(["match", str(tmp_path), "-o", str(tmp_path / "o.zarr"), "--collections", "warps", "--no-progress"])
     err = capsys.readouterr().err.strip().splitlines()
