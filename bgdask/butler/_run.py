@@ -64,7 +64,9 @@ class GroupProgress:
         if not self.enabled:
             return
         line = " | ".join(self.state[k] for k in sorted(self.state))
-        self.stream.write("\r" + line[:200].ljust(80))
+        # cleared first, cursor back at the start after: a log line printed
+        # meanwhile overwrites the progress line instead of trailing it
+        self.stream.write("\r\x1b[K" + line[:200] + "\r")
         self.stream.flush()
 
     def close(self) -> None:

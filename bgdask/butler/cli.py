@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import sys
+import threading
 import time
 import traceback
 
@@ -14,8 +16,13 @@ from ._sink import check_output_run
 __all__ = ["cmd_match_butler"]
 
 
+_LOCK = threading.Lock()
+
+
 def _echo(msg: str = "") -> None:
-    print(msg, flush=True)
+    with _LOCK:                      # groups echo from their threads: whole lines only
+        sys.stdout.write(msg + "\n")
+        sys.stdout.flush()
 
 
 def _config(args):
@@ -44,6 +51,8 @@ def cmd_match_butler(args) -> int:
 
     if getattr(args, "resume", False) and getattr(args, "overwrite", False):
         raise InputError("--resume and --overwrite exclude each other")
+    if not getattr(args, "verbose", False):
+        logging.getLogger("lsst").setLevel(logging.WARNING)   # the Butler's per-call INFO lines
     cfg = _config(args)
     repo = args.input
     if not args.collections:
