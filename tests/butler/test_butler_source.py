@@ -98,6 +98,9 @@ def test_groups_by_tract_and_band(rubin_repo):
     assert all(len(g.refs) == len(g.catalog()) for g in groups)
     with pytest.raises(InputError, match="2 \\(skymap, tract, band\\) groups"):
         find_warps(rubin_repo, "warps", where)
+    # the repository named by its config URI
+    by_uri = find_warp_groups(f"file://{rubin_repo}/butler.yaml", "warps", where)
+    assert [g.paths for g in by_uri] == [g.paths for g in groups]
 
 
 def test_read_store_gives_the_offset_that_was_added(file_stores, sims):
