@@ -3,7 +3,6 @@ simulated tracts' parameters, small helpers (imported by conftest and tests)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 def _missing() -> str | None:
