@@ -82,12 +82,27 @@ class ButlerWarps:
         return self._catalog
 
     def _explain(self, message: str) -> str:
-        """Name the dataset behind a file that the catalog refused."""
+        """Name the dataset behind a file that the catalog refused, and say
+        so when the file's own data ID cards disagree with its data ID."""
+        from ..io.fits import read_warp_header
+
         for key, path in self.paths.items():
-            if message.startswith(path):
-                ref = self.refs[key]
-                message = message.replace(" the manifest says ", " the Butler data ID says ")
-                return f"{ref.datasetType.name} {_data_id(ref)} in run {ref.run}: {message}"
+            if not message.startswith(path):
+                continue
+            ref = self.refs[key]
+            what = f"{ref.datasetType.name} {_data_id(ref)} in run {ref.run}"
+            try:
+                header = read_warp_header(path)
+            except InputError:
+                return f"{what}: {message}"
+            said = {"visit": key[0], "patch": key[1], "tract": self.tract}
+            for name, value in said.items():
+                card = getattr(header, name)
+                if card is not None and int(card) != int(value):
+                    return (f"{what}: its file {path} says {name} {card} (card 'LSST BUTLER DATAID "
+                            f"{name.upper()}') but the Butler data ID says {name} {value}; refused, as "
+                            "which is right is unknown")
+            return f"{what}: {message}"
         return message
 
     def __repr__(self) -> str:

@@ -19,7 +19,7 @@ CASES = {
     "missing-file": (["--collections", "warps/broken", "--where", GOOD],
                      ["visit: 1001", "warps/broken", "is missing from the datastore"]),
     "mislabeled-file": (["--collections", "warps/mislabeled", "--where", GOOD],
-                        ["header says visit 1001 but the Butler data ID says 1000"]),
+                        ["visit: 1000", "warps/mislabeled", "1001", "Butler data ID"]),
 }
 
 

@@ -37,7 +37,6 @@ def test_rubin_layout_matches_like_its_files(rubin_repo, file_stores, config, cl
     with pytest.raises(Exception, match="lsst.obs.base|afw|could not read|No module"):
         butler.get(ref)               # a real repository's warps: not readable without afw
     catalog = find_warps(rubin_repo, "warps", WHERE.format(tract=9813))
-    assert len(catalog) == len(list(catalog)) > 0
 
     def no_pixels_here(*args, **kwargs):
         raise AssertionError("the client read pixels")
@@ -88,14 +87,14 @@ def test_header_cards_disagreeing_with_the_data_id_are_refused(rubin_repo):
         find_warps(rubin_repo, "warps/mislabeled", WHERE.format(tract=9813))
     message = str(err.value)
     assert "psf_matched_warp" in message and "visit: 1000" in message and "warps/mislabeled" in message
-    assert "header says visit 1001 but the Butler data ID says 1000" in message
+    assert "1001" in message and "Butler data ID" in message
 
 
 def test_groups_by_tract_and_band(rubin_repo):
     where = "skymap='bgdask_sim' AND tract IN (9813, 9814) AND band='r'"
     groups = find_warp_groups(rubin_repo, "warps", where)
     assert [g.key for g in groups] == [("bgdask_sim", 9813, "r"), ("bgdask_sim", 9814, "r")]
-    assert all(len(g.refs) == len(g.catalog()) for g in groups)
+    assert all(int(bgdask.open_warps(g.catalog()).present.sum()) == len(g.refs) > 0 for g in groups)
     with pytest.raises(InputError, match="2 \\(skymap, tract, band\\) groups"):
         find_warps(rubin_repo, "warps", where)
     # the repository named by its config URI
