@@ -26,7 +26,6 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -221,11 +220,9 @@ def pg_repo(postgres, sims, files, tmp_path_factory):
     from bgdask.butler import testing
 
     repo = tmp_path_factory.mktemp("pg_repo") / "repo"
-    t0 = time.perf_counter()
     butler = testing.make_repo(repo, db=postgres)
     testing.add_dimensions(butler, [sims[9813]])
     testing.ingest_exposure_warps(butler, file_map(sims[9813], files[9813]), "warps")
-    assert time.perf_counter() - t0 < 120
     return str(repo)
 
 
