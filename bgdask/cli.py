@@ -18,6 +18,7 @@ import traceback
 from pathlib import Path
 
 from . import __version__
+from ._butler_hook import add_butler_arguments, run_butler_match, wants_butler
 from .errors import BgdaskError
 
 log = logging.getLogger("bgdask")
@@ -113,6 +114,8 @@ def _run_match(args, source, output, cfg, skymap=None, overwrite=None):
 
 
 def cmd_match(args) -> int:
+    if wants_butler(args):                  # INPUT is a Butler repository (docs/butler.md)
+        return run_butler_match(args)
     result = _run_match(args, args.input, args.output, _config(args), skymap=args.skymap)
     _print_table(result.table, result.reference_visit)
     _echo(f"matched tract written to {result.store}")
@@ -287,6 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write Dask's performance report (HTML) to FILE")
     p.add_argument("--chunk-rows", type=int, default=None, metavar="N",
                    help="rows per output chunk and per stage-C task (default: dask config bgdask.chunk-rows, 1024)")
+    add_butler_arguments(p)
     add_cluster_arguments(p)
 
     p = _command(sub, "simulate", "write a synthetic tract with known truth",
