@@ -561,22 +561,6 @@ def test_reads_the_committed_lsst_images_file():
                             lambda y, x: (10.0 * y + x / 8.0).astype(np.float32))
 
 
-def test_reads_a_fresh_lsst_images_file(tmp_path):
-    """The same file written now by the installed lsst.images (bgdask[butler], Python >= 3.12)."""
-    if not os.environ.get("CI"):
-        pytest.importorskip("lsst.images", reason="lsst.images (bgdask[butler], Python >= 3.12) is not installed")
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("make_masked_image", LSST_IMAGES / "make_masked_image.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    from lsst.images import fits as lsst_fits
-
-    path = tmp_path / "fresh.fits"
-    lsst_fits.write(module.masked_image(), str(path))
-    _check_lsst_images_file(path, module.X0, module.Y0, module.HEIGHT, module.WIDTH, module.expected_image)
-
-
 def test_lsst_images_mask_split_over_hdus_is_refused(tmp_path):
     """More than 31 planes: lsst.images writes a second MASK HDU; refused by name."""
     path = tmp_path / "split.fits"
