@@ -688,6 +688,7 @@ def make_tract(
     n_full: int = 1,
     layout: str = "random",
     gradient_scale: float = 1.0,
+    curvature_scale: float = 1.0,
     chip_pitch: float | None = None,
     gap_width: float = GAP_WIDTH,
     step_visit: int | None = None,
@@ -708,9 +709,13 @@ def make_tract(
       longer axis, each overlapping the next by :data:`CHAIN_OVERLAP` of its
       width, so the first visit shares no pixel with the third and beyond
       (``n_full`` and ``partial`` are then ignored).
-    * ``gradient_scale``: multiplies the drawn gradients and curvatures of
-      every sky (the levels are unchanged): 5 gives gradients of up to about
-      40 nJy across the tract.
+    * ``gradient_scale``, ``curvature_scale``: multiply the drawn gradients
+      (``gx``, ``gy``) and curvatures (``cxx``, ``cyy``, ``cxy``) of every sky
+      (the levels are unchanged): ``gradient_scale=5`` gives gradients of up
+      to 40 nJy across the tract. The curvatures are per tract (normalised
+      coordinates), so a small tract has a strongly curved sky; a
+      superpixel's mean then differs from the sky at its centroid by about
+      ``f'' * window**2 / 24``, a bias of both matching methods.
     * ``chip_pitch``, ``gap_width``: chip size and gap width (pixels) of the
       focal planes (default: a quarter of the tract's smaller side, and
       :data:`GAP_WIDTH`); wide gaps empty part of the superpixels they cross.
@@ -726,8 +731,9 @@ def make_tract(
         raise InputError(f"simulate: seed must be >= 0, got {seed}")
     if layout not in LAYOUTS:
         raise InputError(f"simulate: layout must be one of {list(LAYOUTS)}, got {layout!r}")
-    if not (math.isfinite(gradient_scale) and gradient_scale >= 0):
-        raise InputError(f"simulate: gradient_scale must be >= 0, got {gradient_scale}")
+    for name, scale in (("gradient_scale", gradient_scale), ("curvature_scale", curvature_scale)):
+        if not (math.isfinite(scale) and scale >= 0):
+            raise InputError(f"simulate: {name} must be >= 0, got {scale}")
     if not gap_width >= 0:
         raise InputError(f"simulate: gap_width must be >= 0, got {gap_width}")
     if step_visit is not None and not first_visit <= step_visit < first_visit + n_visits:
@@ -751,9 +757,10 @@ def make_tract(
         visit = first_visit + index
         truth, psf = _draw_truth(seed, index, visit)
         if gradient_scale != 1.0:
-            truth = replace(truth, gx=truth.gx * gradient_scale, gy=truth.gy * gradient_scale,
-                            cxx=truth.cxx * gradient_scale, cyy=truth.cyy * gradient_scale,
-                            cxy=truth.cxy * gradient_scale)
+            truth = replace(truth, gx=truth.gx * gradient_scale, gy=truth.gy * gradient_scale)
+        if curvature_scale != 1.0:
+            truth = replace(truth, cxx=truth.cxx * curvature_scale, cyy=truth.cyy * curvature_scale,
+                            cxy=truth.cxy * curvature_scale)
         r = _rng(seed, _SALT_VISIT, index, 2)
         if layout == "chain":
             fp = _chain_footprint(r, skymap, index, n_visits, pitch, float(gap_width))

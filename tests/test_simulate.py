@@ -351,18 +351,23 @@ def test_chain_edges_run_through_superpixels(chain):
     assert ((frac > 0.05) & (frac < 0.95)).sum() >= 4
 
 
-def test_gradient_scale_scales_the_sky_variations():
+@pytest.mark.parametrize("gs, cs", [(5.0, 1.0), (1.0, 0.0), (3.0, 0.5)])
+def test_gradient_and_curvature_scales(gs, cs):
     a = make_tract(seed=2, **SMALL)
-    b = make_tract(seed=2, gradient_scale=5.0, **SMALL)
+    b = make_tract(seed=2, gradient_scale=gs, curvature_scale=cs, **SMALL)
     assert a.warps.keys() == b.warps.keys()
+    whole = a.skymap.box
+    x, y = np.meshgrid(np.arange(whole.width), np.arange(whole.height))
     for v in a.visits:
         ta, tb = a.truth[v], b.truth[v]
         assert tb.level == ta.level
-        for name in ("gx", "gy", "cxx", "cyy", "cxy"):
-            assert getattr(tb, name) == pytest.approx(5.0 * getattr(ta, name), rel=1e-15)
-        whole = a.skymap.box
-        span_a = np.ptp(a.truth_sky(v, whole))
-        assert np.ptp(b.truth_sky(v, whole)) == pytest.approx(5.0 * span_a, rel=1e-9)
+        for name, scale in (("gx", gs), ("gy", gs), ("cxx", cs), ("cyy", cs), ("cxy", cs)):
+            assert getattr(tb, name) == pytest.approx(scale * getattr(ta, name), rel=1e-15, abs=0)
+        # the sky's linear and quadratic parts scale as asked
+        lin = lambda t: t.sky(x, y, whole.width, whole.height) - t.level  # noqa: E731
+        u, w = x / whole.width - 0.5, y / whole.height - 0.5
+        quad_a = ta.cxx * u * u + ta.cyy * w * w + ta.cxy * u * w
+        assert np.allclose(lin(tb), gs * (lin(ta) - quad_a) + cs * quad_a, atol=1e-9)
     # only the sky changed: the footprints (hence NO_DATA) are the same
     for k in a.warps:
         assert np.array_equal(np.isnan(a.warps[k].image), np.isnan(b.warps[k].image))
@@ -421,6 +426,7 @@ def test_defaults_write_no_new_truth_fields():
 @pytest.mark.parametrize("kwargs, match", [
     (dict(layout="ring"), "layout"),
     (dict(gradient_scale=-1.0), "gradient_scale"),
+    (dict(curvature_scale=float("nan")), "curvature_scale"),
     (dict(gap_width=-2.0), "gap_width"),
     (dict(chip_pitch=0.0), "chip_pitch"),
     (dict(step_visit=999), "step_visit"),

@@ -46,7 +46,7 @@ from numba import njit
 from .stats import _block_range, _cells, _int_arg, _window_size
 from ..errors import ConfigError
 
-__all__ = ["WindowSums", "window_sums", "centroids", "PLACEMENTS"]
+__all__ = ["WindowSums", "window_sums", "centroids", "recentre_values", "PLACEMENTS", "RECENTRE_METHODS"]
 
 #: Where a superpixel's value is placed: Rubin's ``centre`` of the
 #: superpixel, or the ``centroid`` of the pixels it counted.
@@ -214,3 +214,88 @@ def centroids(SX, SY, N):
         cx = np.where(N > 0, np.asarray(SX) / N, np.nan)
         cy = np.where(N > 0, np.asarray(SY) / N, np.nan)
     return cx, cy
+
+
+#: Ways of moving values from their centroids to the nodes, for a method
+#: that needs values *at* the nodes (the reference method's tensor-product
+#: spline): see :func:`recentre_values`.
+RECENTRE_METHODS = ("none", "gradient", "fit", "scattered")
+#: Passes of the gradient correction (each re-estimates the gradient from the
+#: corrected values; two are enough for smooth skies).
+GRADIENT_PASSES = 2
+
+
+def _node_gradient(values, good, xc, yc):
+    """d/dx and d/dy of the gappy grid at every node: the good values filled
+    along rows then columns (Akima, linear beyond the ends), then central
+    differences (one-sided at the edges). NaN where undefined -> 0."""
+    from .interp import fill_gaps
+
+    filled = fill_gaps(values, good, xc, yc, "AKIMA_SPLINE", "linear")
+    gx = np.gradient(filled, xc, axis=1) if xc.size > 1 else np.zeros_like(filled)
+    gy = np.gradient(filled, yc, axis=0) if yc.size > 1 else np.zeros_like(filled)
+    return np.nan_to_num(gx), np.nan_to_num(gy)
+
+
+def recentre_values(values, good, cx, cy, x_bin, y_bin, *, method="gradient", weights=None,
+                    smoothness=0.1):
+    """Values measured at the centroids ``(cx, cy)`` of the good nodes, moved to the nodes.
+
+    ``values``, ``good``, ``cx``, ``cy``: (ny, nx) grids (tract coordinates).
+    Returns a grid equal to ``values`` except at the good nodes:
+
+    * ``none``: unchanged (a centroid's value read as the node's: Rubin's);
+    * ``gradient``: ``value - grad . (centroid - node)``, the gradient taken
+      at the node from the grid of corrected values (:data:`GRADIENT_PASSES`
+      passes), the first-order Taylor correction;
+    * ``fit``: a smoothing fit on the grid with the values at their
+      centroids (bilinear stencils, ``weights``, thin-plate prior of
+      ``smoothness`` as in :func:`bgdask.kernels.solve.solve_global`), read
+      at the nodes;
+    * ``scattered``: a Clough-Tocher interpolant of the scattered values,
+      read at the nodes (outside the values' convex hull: ``gradient``).
+    """
+    if method not in RECENTRE_METHODS:
+        raise ConfigError(f"recentre method must be one of {list(RECENTRE_METHODS)}, got {method!r}")
+    values = np.asarray(values, dtype=np.float64)
+    good = np.asarray(good, dtype=bool) & np.isfinite(values) & np.isfinite(cx) & np.isfinite(cy)
+    ny, nx = values.shape
+    xc = (np.arange(nx) + 0.5) * x_bin
+    yc = (np.arange(ny) + 0.5) * y_bin
+    out = values.copy()
+    if method == "none" or not good.any():
+        return out
+    dx = np.where(good, cx - xc[None, :], 0.0)
+    dy = np.where(good, cy - yc[:, None], 0.0)
+    if method in ("gradient", "scattered"):
+        est = values.copy()
+        for _ in range(GRADIENT_PASSES):
+            gx, gy = _node_gradient(est, good, xc, yc)
+            est = np.where(good, values - gx * dx - gy * dy, values)
+        out = est
+        if method == "scattered" and good.sum() >= 3:
+            from scipy.interpolate import CloughTocher2DInterpolator
+
+            pts = np.column_stack([cx[good], cy[good]])
+            try:
+                f = CloughTocher2DInterpolator(pts, values[good])
+            except Exception:  # noqa: BLE001 - degenerate point sets (collinear): keep the gradient's
+                return out
+            gy_, gx_ = np.nonzero(good)
+            got = f(np.column_stack([xc[gx_], yc[gy_]]))
+            ok = np.isfinite(got)
+            out[gy_[ok], gx_[ok]] = got[ok]
+        return out
+    # fit: the global solve with one pair (a pseudo-reference and this grid)
+    from .solve import PairData, solve_global
+
+    w = np.where(good, 1.0 if weights is None else np.asarray(weights, dtype=np.float64), 0.0)
+    good &= w > 0
+    n = np.where(good, 1.0, 0.0)
+    var = np.where(good, 1.0 / np.where(good, w, 1.0), 0.0)
+    pair = PairData(-1, 0, S=np.where(good, values, 0.0), N=n, V=var * n,
+                    SX=np.where(good, cx, 0.0), SY=np.where(good, cy, 0.0))
+    sol = solve_global([pair], {-1: good, 0: good}, -1, x_bin, y_bin, min_count=1.0,
+                       smoothness=smoothness, placement="centroid")
+    out[good] = sol.grids[0][good]
+    return out
