@@ -121,6 +121,12 @@ def pair_stats(t: Tract, u: int, v: int, with_sums: bool = True) -> PairData:
     return PairData(u, v, S, N, V, SX, SY, SP)
 
 
+def flipped(pd: PairData) -> PairData:
+    """The statistics of v - u from those of u - v (the clipped mean is odd,
+    the counts, variances and positions are the same)."""
+    return PairData(pd.v, pd.u, -pd.S, pd.N, pd.V, pd.SX, pd.SY, pd.SP, pd.iy0, pd.ix0)
+
+
 def visit_coverage(t: Tract) -> tuple[dict, dict]:
     """Per visit: counted pixels per window (N) and finite pixels (F), summed over warps."""
     counted, finite = {}, {}
@@ -153,24 +159,34 @@ RECENTRE = ("none", "gradient", "fit", "scattered")
 
 
 def reference_models(t: Tract, ref: int, placement: str = "centre", recentre: str = "gradient",
-                     fit_smoothness: float = 0.1, pairs: dict | None = None) -> tuple[dict, dict]:
+                     fit_smoothness: float = 0.1, pairs: dict | None = None, skip: bool = False
+                     ) -> tuple[dict, dict]:
     """Rubin's method: per visit the stats image of ref - visit. With
     ``placement="centroid"`` the good values are first moved from their
-    centroids to the nodes by ``recentre`` (see :mod:`bgdask.kernels.centroid`'s
-    recentring functions). Returns (models, timings)."""
+    centroids to the nodes by ``recentre`` (:func:`bgdask.kernels.centroid.recentre_values`).
+    A visit sharing no good superpixel with the reference raises, or with
+    ``skip`` gets a zero model (listed in ``timings["unmatched"]``).
+    Returns (models, timings)."""
     from bgdask.kernels.centroid import recentre_values
 
     cfg = t.cfg
-    models, times = {ref: np.zeros(t.grid)}, {"stats": 0.0, "model": 0.0}
+    models, times = {ref: np.zeros(t.grid)}, {"stats": 0.0, "model": 0.0, "unmatched": []}
     for v in t.visits:
         if v == ref:
             continue
         t0 = time.perf_counter()
-        pd = pairs[(ref, v)] if pairs is not None else pair_stats(t, ref, v, placement == "centroid")
+        if pairs is not None:
+            pd = pairs[(ref, v)] if (ref, v) in pairs else flipped(pairs[(v, ref)])
+        else:
+            pd = pair_stats(t, ref, v, placement == "centroid")
         t1 = time.perf_counter()
         acc = Accumulator(pd.S, pd.N, pd.V)
         if not (pd.N >= cfg.good_pixel_threshold).any():
-            raise ModelError(f"visit {v} shares no good superpixel with the reference visit {ref}")
+            if not skip:
+                raise ModelError(f"visit {v} shares no good superpixel with the reference visit {ref}")
+            models[v] = np.zeros(t.grid)          # on_no_overlap: skip
+            times["unmatched"].append(v)
+            continue
         if placement == "centroid":
             with np.errstate(invalid="ignore", divide="ignore"):
                 binned = pd.S / pd.N

@@ -169,6 +169,7 @@ class SolveInfo:
     t_solve: float = 0.0
     factor_bytes: int = 0          # values and indices of the factor(s)
     median_weight: float = 0.0
+    blas_pinned: bool = False      # BLAS held to one thread during the solve (threadpoolctl)
 
 
 @dataclass
@@ -340,6 +341,24 @@ def unknown_nodes(support: np.ndarray, margin: int = MARGIN, extra: np.ndarray |
 
 # -- the solve -------------------------------------------------------------------
 
+def _one_blas_thread():
+    """A context running BLAS on one thread (threadpoolctl, when installed).
+
+    CHOLMOD's supernodal factorisation (and any BLAS-backed step) gives
+    results that differ in the last bits between BLAS thread counts: a Dask
+    worker (one thread by default) and the synchronous scheduler (all cores)
+    would disagree. Pinned to one thread, the solve is bitwise the same
+    everywhere; without threadpoolctl it follows the environment
+    (``OPENBLAS_NUM_THREADS``)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        import contextlib
+
+        return contextlib.nullcontext(), False
+    return threadpool_limits(limits=1, user_api="blas"), True
+
+
 def have_cholmod() -> bool:
     try:
         from sksparse.cholmod import cholesky  # noqa: F401
@@ -363,6 +382,13 @@ def solve_spd(M: sp.spmatrix, b: np.ndarray, solver: str = "auto", shift: float 
         solver = "cholmod" if have_cholmod() else "superlu"
     M = sp.csc_matrix(M)
     info = SolveInfo(solver=solver, nnz_normal=int(M.nnz))
+    limit, info.blas_pinned = _one_blas_thread()
+    with limit:
+        x = _factor_and_solve(M, b, solver, shift, info)
+    return x, info
+
+
+def _factor_and_solve(M, b, solver, shift, info) -> np.ndarray:
     t0 = time.perf_counter()
     K = M + sp.identity(M.shape[0], format="csc") * shift if shift else M
     if solver == "cholmod":
@@ -403,7 +429,7 @@ def solve_spd(M: sp.spmatrix, b: np.ndarray, solver: str = "auto", shift: float 
     info.t_factor = t1 - t0
     info.t_solve = time.perf_counter() - t1
     info.residual = res
-    return x, info
+    return x
 
 
 def _dense(a: np.ndarray | None, pair: PairData, shape) -> np.ndarray | None:
