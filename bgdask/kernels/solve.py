@@ -105,7 +105,7 @@ __all__ = [
 #: and the pairs with the reference).
 MAX_PARTNERS = 8
 #: Default ``global_smoothness`` (lambda), chosen by benchmarks/bench_global.py.
-DEFAULT_SMOOTHNESS = 10.0
+DEFAULT_SMOOTHNESS = 0.1
 #: Bin size (pixels) at which lambda is the plain factor on the median data
 #: weight; at bin h the rows get lambda * (SMOOTHNESS_BIN / h)**4.
 SMOOTHNESS_BIN = 128
