@@ -220,9 +220,11 @@ def centroids(SX, SY, N):
 #: that needs values *at* the nodes (the reference method's tensor-product
 #: spline): see :func:`recentre_values`.
 RECENTRE_METHODS = ("none", "gradient", "fit", "scattered")
-#: Passes of the gradient correction (each re-estimates the gradient from the
-#: corrected values; two are enough for smooth skies).
-GRADIENT_PASSES = 2
+#: Most passes of the gradient correction (each re-estimates the gradient
+#: from the corrected values; a fixed-point iteration that shrinks the error
+#: by about shift / (2 bin) per pass) and the change that stops it.
+GRADIENT_PASSES = 30
+GRADIENT_TOL = 1e-10
 
 
 def _node_gradient(values, good, xc, yc):
@@ -246,8 +248,9 @@ def recentre_values(values, good, cx, cy, x_bin, y_bin, *, method="gradient", we
 
     * ``none``: unchanged (a centroid's value read as the node's: Rubin's);
     * ``gradient``: ``value - grad . (centroid - node)``, the gradient taken
-      at the node from the grid of corrected values (:data:`GRADIENT_PASSES`
-      passes), the first-order Taylor correction;
+      at the node from the grid of corrected values (iterated to a fixed
+      point, at most :data:`GRADIENT_PASSES` passes): the first-order Taylor
+      correction;
     * ``fit``: a smoothing fit on the grid with the values at their
       centroids (bilinear stencils, ``weights``, thin-plate prior of
       ``smoothness`` as in :func:`bgdask.kernels.solve.solve_global`), read
@@ -269,9 +272,14 @@ def recentre_values(values, good, cx, cy, x_bin, y_bin, *, method="gradient", we
     dy = np.where(good, cy - yc[:, None], 0.0)
     if method in ("gradient", "scattered"):
         est = values.copy()
+        scale = max(float(np.max(np.abs(values[good]))), 1.0)
         for _ in range(GRADIENT_PASSES):
             gx, gy = _node_gradient(est, good, xc, yc)
-            est = np.where(good, values - gx * dx - gy * dy, values)
+            new = np.where(good, values - gx * dx - gy * dy, values)
+            change = float(np.max(np.abs(new - est)))
+            est = new
+            if change <= GRADIENT_TOL * scale:
+                break
         out = est
         if method == "scattered" and good.sum() >= 3:
             from scipy.interpolate import CloughTocher2DInterpolator
