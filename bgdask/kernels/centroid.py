@@ -168,7 +168,9 @@ def window_sums(image, bad, x0, y0, grid_shape, x_bin, y_bin, *, window_scale=2.
         raise ValueError(f"bad must be a bool array, got {bad.dtype}")
     has_plane = plane is not None
     if has_plane:
-        plane = np.ascontiguousarray(plane, dtype=np.float64)
+        plane = np.ascontiguousarray(plane)
+        if plane.dtype.kind != "f" or not plane.dtype.isnative:
+            plane = plane.astype(np.float64)
         if plane.shape != image.shape:
             raise ValueError(f"plane has shape {plane.shape}, image has shape {image.shape}")
     else:
@@ -248,9 +250,9 @@ def recentre_values(values, good, cx, cy, x_bin, y_bin, *, method="gradient", we
 
     * ``none``: unchanged (a centroid's value read as the node's: Rubin's);
     * ``gradient``: ``value - grad . (centroid - node)``, the gradient taken
-      at the node from the grid of corrected values (iterated to a fixed
-      point, at most :data:`GRADIENT_PASSES` passes): the first-order Taylor
-      correction;
+      at the node from the grid of corrected values (iterated towards a
+      fixed point while the passes contract, at most :data:`GRADIENT_PASSES`):
+      the first-order Taylor correction;
     * ``fit``: a smoothing fit on the grid with the values at their
       centroids (bilinear stencils, ``weights``, thin-plate prior of
       ``smoothness`` as in :func:`bgdask.kernels.solve.solve_global`), read
@@ -273,11 +275,14 @@ def recentre_values(values, good, cx, cy, x_bin, y_bin, *, method="gradient", we
     if method in ("gradient", "scattered"):
         est = values.copy()
         scale = max(float(np.max(np.abs(values[good]))), 1.0)
+        last = np.inf
         for _ in range(GRADIENT_PASSES):
             gx, gy = _node_gradient(est, good, xc, yc)
             new = np.where(good, values - gx * dx - gy * dy, values)
             change = float(np.max(np.abs(new - est)))
-            est = new
+            if not change < last:   # no longer contracting (large shifts): keep the last estimate
+                break
+            est, last = new, change
             if change <= GRADIENT_TOL * scale:
                 break
         out = est
