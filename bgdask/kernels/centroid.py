@@ -279,7 +279,7 @@ def recentre_values(values, good, cx, cy, x_bin, y_bin, *, method="gradient", we
         for _ in range(GRADIENT_PASSES):
             gx, gy = _node_gradient(est, good, xc, yc)
             new = np.where(good, values - gx * dx - gy * dy, values)
-            change = float(np.max(np.abs(new - est)))
+            change = float(np.max(np.abs(new - est)[good]))
             if not change < last:   # no longer contracting (large shifts): keep the last estimate
                 break
             est, last = new, change
