@@ -64,11 +64,8 @@ def main(path=HERE / "img" / "global_seams.png"):
     glob, _, _ = gp.global_models(t, ref, "centroid")
     panels = [("before matching", zero), ("reference method (Rubin's; 4 of 6 visits unmatched)", rubin),
               ("global method, values at the centres", glob_c), ("global method, values at the centroids", glob)]
-    ref_fp = np.zeros((sim.skymap.height, sim.skymap.width), bool)
-    for p in t.patches(ref):
-        image, _, _, box = t.warps[(ref, p)]
-        ref_fp[box.y0:box.y1, box.x0:box.x1] |= np.isfinite(image)
-    fig = Figure(figsize=(10, 9.5), layout="constrained")
+    ref_fp = sim.footprint(ref, sim.skymap.box, chip_gaps=False)
+    fig = Figure(figsize=(9, 11), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(len(panels), 1)
     norm = LogNorm(vmin=0.01, vmax=100)
@@ -78,11 +75,12 @@ def main(path=HERE / "img" / "global_seams.png"):
         meas = gp.measure(t, ref, offs)
         im = ax.imshow(m, origin="lower", cmap="magma", norm=norm, interpolation="nearest")
         ax.contour(ref_fp, levels=[0.5], colors="cyan", linewidths=0.8)
-        ax.set_title(f"{title}: seam RMS {meas.seam_in:.3g} nJy inside the reference's footprint (cyan), "
-                     f"{meas.seam_out:.3g} outside", fontsize=9)
+        ax.set_title(f"{title}\nseam RMS {meas.seam_in:.3g} nJy inside the reference's footprint (cyan), "
+                     f"{meas.seam_out:.3g} nJy outside", fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.colorbar(im, ax=axes, shrink=0.6, label="largest |seam| over the pairs covering a pixel [nJy]")
+    fig.colorbar(im, ax=axes, location="bottom", shrink=0.7,
+                 label="largest |seam| over the pairs of visits covering a pixel [nJy] (white: one visit)")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=80)
     print(f"wrote {path}")
