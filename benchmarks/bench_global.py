@@ -20,9 +20,12 @@ this prints, in one run:
 
 Definitions (seam, floor, error): see benchmarks/global_proto.py.
 
-    python benchmarks/bench_global.py            # about 10 minutes on 2 busy cores
-    python benchmarks/bench_global.py --small    # the tracts only, fewer scans
-    PYTHONPATH=/path/to/scikit-sparse python benchmarks/bench_global.py --only synthetic
+    python benchmarks/bench_global.py                 # about 20 minutes on 2 busy cores
+    python benchmarks/bench_global.py --small         # no scans, 20 synthetic visits, 60 small visits
+    python benchmarks/bench_global.py --only tracts   # the side-by-side tables alone (about a minute)
+
+The synthetic solves use CHOLMOD when scikit-sparse imports (and SuperLU up
+to 50 visits: 50 take minutes and 5 GB).
 """
 
 from __future__ import annotations
