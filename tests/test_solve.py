@@ -349,3 +349,15 @@ def test_pairs_as_blocks_of_the_grid():
     for v in CHAIN:
         assert a.grids[v].tobytes() == b.grids[v].tobytes()
     assert a.pair_table == b.pair_table
+
+
+def test_a_pair_without_usable_superpixels_connects_nothing():
+    sky = {v: plane_sky(v) for v in CHAIN}
+    pairs = make_pairs(CHAIN, sky)
+    weak = [PairData(p.u, p.v, p.S * 0.01, p.N * 0.01, p.V * 0.01, p.SX * 0.01, p.SY * 0.01)
+            if (p.u, p.v) == (2, 3) else p for p in pairs]   # N below min_count everywhere
+    with pytest.raises(DisconnectedError, match=r"visit\(s\) 3, 4 "):
+        solve(weak)
+    sol = solve(weak, on_disconnected="skip")
+    assert sol.status[3] == sol.status[4] == "skipped" and sol.status[2] == "matched"
+    assert (2, 3) not in sol.pair_table

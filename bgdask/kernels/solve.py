@@ -544,19 +544,13 @@ def solve_global(
         if p.u not in support or p.v not in support or p.u == p.v:
             raise ConfigError(f"pair ({p.u}, {p.v}) is not a pair of two of the visits {visits}")
     pairs = sorted(pairs, key=lambda p: (p.u, p.v))   # the assembly order: input order does not matter
-    pair_keys = [(p.u, p.v) for p in pairs]
-    lost = set(disconnected_visits(visits, pair_keys, ref, on_disconnected))
+    # data rows per pair; a pair connects its visits only through usable superpixels
+    rows = [(p, *_pair_rows(p, shape, min_count, x_bin, y_bin, placement)) for p in pairs]
+    rows = [r for r in rows if r[5].size]
+    lost = set(disconnected_visits(visits, [(r[0].u, r[0].v) for r in rows], ref, on_disconnected))
     solved = [v for v in visits if v != ref and v not in lost]
-
-    # data rows per pair
-    rows = []
-    for p in pairs:
-        if p.u in lost or p.v in lost:
-            continue
-        rows.append((p, *_pair_rows(p, shape, min_count, x_bin, y_bin, placement)))
+    rows = [r for r in rows if r[0].u not in lost and r[0].v not in lost]
     all_w = np.concatenate([r[6] for r in rows]) if rows else np.zeros(0)
-    if all_w.size == 0 and solved:
-        raise ModelError("no pair of visits shares a good superpixel: nothing to solve")
     w_med = float(np.median(all_w)) if all_w.size else 1.0
     if weighting == "uniform":
         rows = [r[:6] + (np.full(r[6].shape, w_med),) + r[7:] for r in rows]
