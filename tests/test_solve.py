@@ -361,3 +361,18 @@ def test_a_pair_without_usable_superpixels_connects_nothing():
     sol = solve(weak, on_disconnected="skip")
     assert sol.status[3] == sol.status[4] == "skipped" and sol.status[2] == "matched"
     assert (2, 3) not in sol.pair_table
+
+
+def test_a_visit_seen_at_one_superpixel_only():
+    """One data row cannot fix a plane's slopes: the ridge picks the flattest
+    solution, refined without drifting; the offset at the data is right."""
+    cover = dict(CHAIN)
+    cover[5] = rect(5, 6, 0, 1)       # one node, shared with the reference only
+    sky = {v: plane_sky(v) for v in cover}
+    pairs = make_pairs(cover, sky, centroid=False)
+    sol = solve(pairs, cover, placement="centre")
+    g = sol.grids[5]
+    assert np.isfinite(g).all()
+    assert g[5, 0] == pytest.approx(truth_offset(sky, 1, 5)[5, 0], abs=1e-6)
+    assert np.ptp(g[sol.unknown[5]]) < 1e-3   # flat around it
+    assert sol.info.residual < 1e-8

@@ -32,10 +32,14 @@ Smoothness rows, for every visit and every stencil inside its unknowns
     ``L``-pixel bins it is the plain factor on the median data weight.
 
 Gauge
-    ``o_ref = 0``: the reference has no unknowns. A tiny ridge
-    (``RIDGE * median(w)`` on the diagonal) guards the factorisation; the
-    solution is then refined against the matrix without it, so the ridge
-    leaves no bias wherever the data determine the offsets.
+    ``o_ref = 0``: the reference has no unknowns. A tiny guard
+    (first differences inside each visit's unknowns, weight ``RIDGE *
+    median(w)``) fixes what nothing else does: a visit seen at only one or
+    two superpixels has slopes that neither its data nor the thin-plate
+    prior determine, and the guard makes them flat (a ridge on the values
+    would pull them towards zero instead: tens of nJy of slope in a test).
+    Elsewhere its effect is far below the noise. The factored matrix also
+    carries a diagonal shift ``SHIFT`` times smaller, refined away.
 
 Unknowns
     For each visit connected to the reference through the pair graph: the
@@ -48,12 +52,12 @@ Unknowns
     stage C.
 
 Solve
-    The normal equations ``(A^T W A + ridge) x = A^T W d`` by a sparse
+    The normal equations ``A^T W A x = A^T W d`` (guard rows included) by a sparse
     Cholesky factorisation: CHOLMOD (scikit-sparse, an optional extra) when
     importable, else SciPy's SuperLU with a symmetric ordering
     (``MMD_AT_PLUS_A``, ``SymmetricMode``, ``diag_pivot_thresh=0``: no
     pivoting, which the positive definite matrix does not need); then
-    iterative refinement steps (against the matrix without the ridge) while
+    iterative refinement steps (against the matrix without the shift) while
     they reduce the residual.
 
 What the data cannot see
@@ -109,8 +113,12 @@ DEFAULT_SMOOTHNESS = 0.1
 #: Bin size (pixels) at which lambda is the plain factor on the median data
 #: weight; at bin h the rows get lambda * (SMOOTHNESS_BIN / h)**4.
 SMOOTHNESS_BIN = 128
-#: Ridge on the normal matrix's diagonal, relative to the median data weight.
-RIDGE = 1e-6
+#: Weight of the guard rows (first differences inside each visit's unknowns),
+#: relative to the median data weight.
+RIDGE = 1e-8
+#: Diagonal shift of the factored matrix, relative to the guard's weight (the
+#: solution is refined against the matrix without it).
+SHIFT = 1e-4
 #: Nodes added around each visit's support (3 x 3 growth steps).
 MARGIN = 1
 #: Sparse solvers: "auto" takes CHOLMOD when scikit-sparse imports, else SuperLU.
@@ -523,7 +531,8 @@ def solve_global(
     placement : "centroid" (needs SX, SY) or "centre".
     weighting : "inverse_variance" (N / var) or "uniform".
     margin : 3 x 3 growth steps of each visit's unknowns beyond its support.
-    ridge : diagonal guard, relative to the median data weight.
+    ridge : weight of the guard rows (first differences), relative to the
+        median data weight; 0 leaves them out (and the diagonal shift).
     solver : "auto", "cholmod" or "superlu".
     on_disconnected : "raise" a :class:`DisconnectedError` for visits not
         connected to the reference, or "skip" them (status ``skipped``, zero grid).
@@ -619,6 +628,24 @@ def solve_global(
                 rhs.append(np.zeros(n))
                 nrow += n
                 n_smooth += n
+    if ridge > 0:
+        # the guard: first differences (a membrane) with a tiny weight; it
+        # fixes only what nothing else does (the slopes of a visit seen at one
+        # or two superpixels: flat) and leaves no measurable bias elsewhere
+        w_guard = math.sqrt(ridge * w_med)
+        for v in solved:
+            c = col[v]
+            for a, b_ in ((c[:, :-1], c[:, 1:]), (c[:-1], c[1:])):
+                ok = (a >= 0) & (b_ >= 0)
+                n = int(ok.sum())
+                if n == 0:
+                    continue
+                row = np.arange(nrow, nrow + n)
+                r_idx.append(np.repeat(row, 2))
+                c_idx.append(np.stack([a[ok], b_[ok]], 1).ravel())
+                vals.append(np.tile(np.array([w_guard, -w_guard]), n))
+                rhs.append(np.zeros(n))
+                nrow += n
     A = sp.csr_matrix((np.concatenate(vals) if vals else np.zeros(0),
                        (np.concatenate(r_idx) if r_idx else np.zeros(0, np.int64),
                         np.concatenate(c_idx) if c_idx else np.zeros(0, np.int64))),
@@ -628,7 +655,7 @@ def solve_global(
     Atb = A.T @ b
     t_build = time.perf_counter() - t0
     if n_unk:
-        x, info = solve_spd(M, Atb, solver, shift=ridge * w_med)
+        x, info = solve_spd(M, Atb, solver, shift=ridge * SHIFT * w_med)
     else:
         x, info = np.zeros(0), SolveInfo(solver="none")
     info.t_build = t_build
