@@ -197,7 +197,7 @@ def end_to_end(name, t, ref, allpairs, floors):
 
     for placement, recentre, lam in [("centre", "none", None), ("centre", "fit", 0.1), ("centroid", "gradient", None),
                                      ("centroid", "scattered", None)] + [("centroid", "fit", x) for x in FIT_LAMBDAS]:
-        models, _ = gp.reference_models(t, ref, placement, recentre, fit_smoothness=lam or 0.1, pairs=allpairs, skip=True)
+        models, _ = gp.reference_models(t, ref, placement, recentre, fit_smoothness=lam or DEFAULT_SMOOTHNESS, pairs=allpairs, skip=True)
         if placement == "centre" and recentre == "fit":
             # control: the fit with the values read at the centres (smoothing alone)
             models, _ = gp.reference_models(t, ref, "centroid", "fit", fit_smoothness=lam,

@@ -155,11 +155,8 @@ def choose_ref(t: Tract) -> int:
 
 # -- the reference method ----------------------------------------------------------
 
-RECENTRE = ("none", "gradient", "fit", "scattered")
-
-
-def reference_models(t: Tract, ref: int, placement: str = "centre", recentre: str = "gradient",
-                     fit_smoothness: float = 0.1, pairs: dict | None = None, skip: bool = False
+def reference_models(t: Tract, ref: int, placement: str = "centre", recentre: str = "fit",
+                     fit_smoothness: float = DEFAULT_SMOOTHNESS, pairs: dict | None = None, skip: bool = False
                      ) -> tuple[dict, dict]:
     """Rubin's method: per visit the stats image of ref - visit. With
     ``placement="centroid"`` the good values are first moved from their

@@ -241,8 +241,8 @@ def _node_gradient(values, good, xc, yc):
     return np.nan_to_num(gx), np.nan_to_num(gy)
 
 
-def recentre_values(values, good, cx, cy, x_bin, y_bin, *, method="gradient", weights=None,
-                    smoothness=0.1):
+def recentre_values(values, good, cx, cy, x_bin, y_bin, *, method="fit", weights=None,
+                    smoothness=None):
     """Values measured at the centroids ``(cx, cy)`` of the good nodes, moved to the nodes.
 
     ``values``, ``good``, ``cx``, ``cy``: (ny, nx) grids (tract coordinates).
@@ -253,10 +253,11 @@ def recentre_values(values, good, cx, cy, x_bin, y_bin, *, method="gradient", we
       at the node from the grid of corrected values (iterated towards a
       fixed point while the passes contract, at most :data:`GRADIENT_PASSES`):
       the first-order Taylor correction;
-    * ``fit``: a smoothing fit on the grid with the values at their
-      centroids (bilinear stencils, ``weights``, thin-plate prior of
-      ``smoothness`` as in :func:`bgdask.kernels.solve.solve_global`), read
-      at the nodes;
+    * ``fit`` (the default: the most accurate, see docs/global.md): a
+      smoothing fit on the grid with the values at their centroids (bilinear
+      stencils, ``weights``, thin-plate prior of ``smoothness``, by default
+      :data:`bgdask.kernels.solve.DEFAULT_SMOOTHNESS`, as in
+      :func:`bgdask.kernels.solve.solve_global`), read at the nodes;
     * ``scattered``: a Clough-Tocher interpolant of the scattered values,
       read at the nodes (outside the values' convex hull: ``gradient``).
     """
@@ -300,7 +301,10 @@ def recentre_values(values, good, cx, cy, x_bin, y_bin, *, method="gradient", we
             out[gy_[ok], gx_[ok]] = got[ok]
         return out
     # fit: the global solve with one pair (a pseudo-reference and this grid)
-    from .solve import PairData, solve_global
+    from .solve import DEFAULT_SMOOTHNESS, PairData, solve_global
+
+    if smoothness is None:
+        smoothness = DEFAULT_SMOOTHNESS
 
     w = np.where(good, 1.0 if weights is None else np.asarray(weights, dtype=np.float64), 0.0)
     good &= w > 0
