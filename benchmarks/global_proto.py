@@ -59,7 +59,7 @@ from bgdask.kernels.solve import (
 )
 from bgdask.kernels.stats import bad_pixels
 from bgdask.masks import plane_bits
-from bgdask.reference import choose_reference, reference_figures
+from bgdask.reference import choose_reference, reference_criteria
 
 
 # -- inputs ----------------------------------------------------------------------
@@ -149,7 +149,7 @@ def choose_ref(t: Tract) -> int:
             a = image_stats(img, bad, box, t.grid, t.cfg)
             acc = a if acc is None else acc + a
         st = stats_image(acc, t.grid, t.cfg, f"visit {v}")
-        figs[v] = reference_figures(v, st, t.cfg)
+        figs[v] = reference_criteria(v, st, t.cfg)
     return choose_reference(figs, t.cfg)[0]
 
 
@@ -231,7 +231,7 @@ def offsets(t: Tract, models: dict) -> tuple[dict, float]:
     out = {}
     t0 = time.perf_counter()
     for (v, p), (_, _, _, box) in t.warps.items():
-        kx, ky = coarse_cells(box, cfg, cs)
+        kx, ky = coarse_cells(box, cfg.binning, cs)
         coarse = coarse_offsets(models[v], cfg, kx, ky)
         out[(v, p)] = offset_rows(coarse, kx[0], ky[0], box, slice(None), cfg)
     return out, time.perf_counter() - t0
