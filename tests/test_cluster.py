@@ -158,6 +158,62 @@ def test_existing_scheduler_without_workers_times_out_clearly():
         assert isinstance(info.value, BgdaskError)
 
 
+def _start_worker(address: str) -> subprocess.Popen:
+    """A `dask worker` process for ``address``, bound to 127.0.0.1."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "distributed.cli.dask_worker", address, "--host", "127.0.0.1",
+         "--nthreads", "1", "--no-dashboard", "--no-nanny", "--memory-limit", "0"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+
+
+def test_wait_for_workers_waits_for_all_of_them_or_fails_in_one_line():
+    """--wait-for-workers N: what a compose runner needs, started with its workers."""
+    from distributed import LocalCluster
+
+    procs = []
+    with LocalCluster(n_workers=0, processes=False, protocol="tcp://", host="127.0.0.1",
+                      dashboard_address=None) as ext:
+        address = ext.scheduler_address
+        try:
+            procs.append(_start_worker(address))
+            # one worker is there: that alone used to be enough for connect()
+            with connect(ClusterOptions(scheduler=address, worker_timeout=60)) as client:
+                assert len(client.nthreads()) == 1
+
+            # two needed, one there, none coming: a clear one-line error within the timeout
+            t0 = time.monotonic()
+            with pytest.raises(ClusterError) as info:
+                with connect(ClusterOptions(scheduler=address, wait_for_workers=2, worker_timeout=2)):
+                    pass
+            assert 2 <= time.monotonic() - t0 < 15
+            message = str(info.value)
+            assert "\n" not in message
+            assert message.startswith(f"only 1 of 2 Dask workers connected to the scheduler at {address} "
+                                      "within 2 s")
+
+            # a second worker starting now: connect() returns only once it has joined
+            procs.append(_start_worker(address))
+            with connect(ClusterOptions(scheduler=address, wait_for_workers=2, worker_timeout=60)) as client:
+                assert len(client.nthreads()) == 2
+                assert client.submit(operator.add, 40, 2).result() == 42
+        finally:
+            for proc in procs:
+                proc.terminate()
+            for proc in procs:
+                proc.wait(timeout=30)
+
+
+def test_wait_for_workers_on_the_command_line():
+    parser = _parser()
+    assert options_from_args(parser.parse_args([])).wait_for_workers is None
+    options = options_from_args(parser.parse_args(
+        ["--scheduler", "tcp://127.0.0.1:8786", "--wait-for-workers", "2", "--worker-timeout", "300"]))
+    assert options.wait_for_workers == 2 and options.worker_timeout == 300
+    with pytest.raises(ClusterError, match="--wait-for-workers must be >= 1"):
+        options_from_args(parser.parse_args(["--wait-for-workers", "0"]))
+
+
 def test_unreachable_scheduler(monkeypatch):
     monkeypatch.setattr(bgcluster, "CONNECT_TIMEOUT", 1.0)
     address = f"tcp://127.0.0.1:{_free_port()}"
@@ -272,7 +328,7 @@ def _argv(options: ClusterOptions) -> list[str]:
     argv = ["--scheduler", options.scheduler] if options.scheduler else ["--cluster", options.kind]
     for name in ("workers", "threads_per_worker", "memory_limit", "jobs", "cores", "memory",
                  "processes", "walltime", "queue", "account", "local_directory", "log_directory",
-                 "host", "worker_timeout"):
+                 "host", "worker_timeout", "wait_for_workers"):
         value = getattr(options, name)
         if value is not None:
             argv += ["--" + name.replace("_", "-"), str(value)]
@@ -287,6 +343,7 @@ def _argv(options: ClusterOptions) -> list[str]:
     ClusterOptions(),
     ClusterOptions(workers=3, threads_per_worker=2, memory_limit="4GB", local_directory="/tmp/x"),
     ClusterOptions(scheduler="tcp://127.0.0.1:8786"),
+    ClusterOptions(scheduler="tcp://scheduler:8786", wait_for_workers=2, worker_timeout=300.0),
     ClusterOptions(kind="slurm", jobs=4, cores=8, memory="12GB", processes=2, walltime="02:00:00",
                    queue="debug", account="proj", job_extra_directives=["--constraint=cpu", "--qos=low"],
                    local_directory="/local", log_directory="/logs", host="127.0.0.1",
