@@ -544,7 +544,7 @@ def _compose() -> tuple[dict, dict[str, dict]]:
     return compose, compose["services"]
 
 
-def _argv(service: dict) -> list[str]:
+def _service_argv(service: dict) -> list[str]:
     return list(service.get("entrypoint") or []) + list(service["command"])
 
 
@@ -554,7 +554,7 @@ def test_compose_services_run_commands_the_image_has():
     for name, service in services.items():
         # the image's entrypoint is `tini -- bgdask`: a command not reset would go to bgdask
         assert service.get("entrypoint") == [], f"{name}: the image's entrypoint (bgdask) must be reset"
-        argv = _argv(service)
+        argv = _service_argv(service)
         assert argv[0] in {"dask"} | _project_scripts(), f"{name}: {argv[0]} is not an executable here"
         if argv[0] == "dask":
             _check_dask_argv(argv)
@@ -572,10 +572,10 @@ def test_compose_services_reach_each_other():
     _, services = _compose()
     by_role: dict[str, list[tuple[str, dict]]] = {}
     for name, service in services.items():
-        argv = _argv(service)
+        argv = _service_argv(service)
         by_role.setdefault(" ".join(argv[:2]), []).append((name, service))
     ((scheduler_name, scheduler),) = by_role["dask scheduler"]
-    params = _check_dask_argv(_argv(scheduler))
+    params = _check_dask_argv(_service_argv(scheduler))
     # other containers connect to it: it must not bind the container's loopback
     assert params["host"] in (None, "", "0.0.0.0"), params["host"]
     expected = f"tcp://{scheduler_name}:{params['port']}"
@@ -583,11 +583,11 @@ def test_compose_services_reach_each_other():
     workers = by_role["dask worker"]
     assert workers
     for name, worker in workers:
-        assert _check_dask_argv(_argv(worker))["scheduler"] == expected, name
+        assert _check_dask_argv(_service_argv(worker))["scheduler"] == expected, name
         assert scheduler_name in worker.get("depends_on", []), name
 
-    ((_, runner),) = [(n, s) for n, s in services.items() if _argv(s)[0] in _project_scripts()]
-    args = _check_bgdask_argv(_argv(runner))
+    ((_, runner),) = [(n, s) for n, s in services.items() if _service_argv(s)[0] in _project_scripts()]
+    args = _check_bgdask_argv(_service_argv(runner))
     options = options_from_args(args)
     assert options.scheduler == expected
     # podman does not honour healthy-conditions: the runner waits itself, for workers that exist
@@ -617,8 +617,8 @@ def test_compose_publishes_the_dashboard_on_loopback_only():
                 loopback = False
             assert loopback, f"{name}: port {port} is published on every interface; bind it to 127.0.0.1"
             published.setdefault(name, set()).add(target)
-    ((name, scheduler),) = [(n, s) for n, s in services.items() if _argv(s)[:2] == ["dask", "scheduler"]]
-    dashboard = _check_dask_argv(_argv(scheduler))["dashboard_address"]
+    ((name, scheduler),) = [(n, s) for n, s in services.items() if _service_argv(s)[:2] == ["dask", "scheduler"]]
+    dashboard = _check_dask_argv(_service_argv(scheduler))["dashboard_address"]
     assert int(dashboard.rsplit(":", 1)[1]) in published.get(name, set()), "the dashboard is not published"
 
 
