@@ -12,16 +12,44 @@
 # Needs root and mmdebstrap (apt-get install mmdebstrap), which installs the
 # packages with apt (so much faster than debootstrap) and writes the root
 # filesystem as a tar stream straight into `podman import` / `docker import`.
-# Environment:
+# Packages come from the Debian mirrors the host's apt uses for bookworm and
+# bookworm-security (its /etc/apt sources), so a site's own mirror or proxy
+# serves them too.  Environment:
 #   ENGINE                  podman or docker (default: podman if installed, else docker)
-#   DEBIAN_MIRROR           default http://deb.debian.org/debian
-#   DEBIAN_SECURITY_MIRROR  default http://deb.debian.org/debian-security
+#   DEBIAN_MIRROR           the mirror for bookworm and bookworm-updates (default: the host's)
+#   DEBIAN_SECURITY_MIRROR  the mirror for bookworm-security (default: the host's)
 set -euo pipefail
 
 TAG=${1:-localhost/bgdask-base:bookworm}
 SUITE=bookworm
-MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
-SECURITY=${DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
+
+# apt_uri SUITE: the first URI the host's apt sources (deb822 or one-line) give for SUITE
+apt_uri() {
+    local suite=$1 f
+    for f in /etc/apt/sources.list.d/*.sources; do
+        [[ -e $f ]] || continue
+        awk -v s="$suite" '
+            function flush() {
+                if (types ~ /(^| )deb( |$)/ && (" " suites " ") ~ (" " s " ") && uris != "") {
+                    split(uris, u, " "); print u[1]; found = 1; exit
+                }
+                types = uris = suites = ""
+            }
+            /^[ \t]*$/ { flush(); next }
+            /^Types:/  { sub(/^Types:[ \t]*/, "");  types = $0 }
+            /^URIs:/   { sub(/^URIs:[ \t]*/, "");   uris = $0 }
+            /^Suites:/ { sub(/^Suites:[ \t]*/, ""); suites = $0 }
+            END { if (!found) flush() }' "$f"
+    done
+    cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null | awk -v s="$suite" '
+        $1 == "deb" {
+            i = 2
+            if ($i ~ /^\[/) { while (i < NF && $i !~ /\]$/) i++; i++ }  # [options]
+            if ($(i + 1) == s) { print $i; exit }
+        }'
+}
+MIRROR=${DEBIAN_MIRROR:-$(apt_uri "$SUITE" | head -n 1)}
+SECURITY=${DEBIAN_SECURITY_MIRROR:-$(apt_uri "$SUITE-security" | head -n 1)}
 if [[ -z ${ENGINE:-} ]]; then
     if command -v podman >/dev/null; then ENGINE=podman; else ENGINE=docker; fi
 fi
@@ -30,6 +58,8 @@ die() { echo "build-base.sh: error: $*" >&2; exit 1; }
 [[ $(id -u) == 0 ]] || die "run as root (mmdebstrap --mode=root needs it)"
 command -v mmdebstrap >/dev/null || die "mmdebstrap not found: apt-get install mmdebstrap"
 command -v "$ENGINE" >/dev/null || die "$ENGINE not found (set ENGINE=podman or ENGINE=docker)"
+[[ -n $MIRROR ]] || die "no Debian mirror for $SUITE in the host's apt sources: set DEBIAN_MIRROR"
+[[ -n $SECURITY ]] || die "no Debian mirror for $SUITE-security in the host's apt sources: set DEBIAN_SECURITY_MIRROR"
 
 LOG=$(mktemp /tmp/bgdask-base.XXXXXX.log)
 trap 'rm -f "$LOG"' EXIT
