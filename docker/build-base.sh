@@ -19,16 +19,17 @@
 #   DEBIAN_MIRROR           the mirror for bookworm and bookworm-updates (default: the host's)
 #   DEBIAN_SECURITY_MIRROR  the mirror for bookworm-security (default: the host's)
 set -euo pipefail
+trap 'echo "build-base.sh: error: line $LINENO: $BASH_COMMAND (exit $?)" >&2' ERR
 
 TAG=${1:-localhost/bgdask-base:bookworm}
 SUITE=bookworm
 
 # apt_uri SUITE: the first URI the host's apt sources (deb822 or one-line) give for SUITE
 apt_uri() {
-    local suite=$1 f
+    local suite=$1 f uri
     for f in /etc/apt/sources.list.d/*.sources; do
         [[ -e $f ]] || continue
-        awk -v s="$suite" '
+        uri=$(awk -v s="$suite" '
             function flush() {
                 if (types ~ /(^| )deb( |$)/ && (" " suites " ") ~ (" " s " ") && uris != "") {
                     split(uris, u, " "); print u[1]; found = 1; exit
@@ -39,17 +40,22 @@ apt_uri() {
             /^Types:/  { sub(/^Types:[ \t]*/, "");  types = $0 }
             /^URIs:/   { sub(/^URIs:[ \t]*/, "");   uris = $0 }
             /^Suites:/ { sub(/^Suites:[ \t]*/, ""); suites = $0 }
-            END { if (!found) flush() }' "$f"
+            END { if (!found) flush() }' "$f")
+        if [[ -n $uri ]]; then echo "$uri"; return; fi
     done
-    cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null | awk -v s="$suite" '
-        $1 == "deb" {
-            i = 2
-            if ($i ~ /^\[/) { while (i < NF && $i !~ /\]$/) i++; i++ }  # [options]
-            if ($(i + 1) == s) { print $i; exit }
-        }'
+    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+        [[ -e $f ]] || continue
+        uri=$(awk -v s="$suite" '
+            $1 == "deb" {
+                i = 2
+                if ($i ~ /^\[/) { while (i < NF && $i !~ /\]$/) i++; i++ }  # [options]
+                if ($(i + 1) == s) { print $i; exit }
+            }' "$f")
+        if [[ -n $uri ]]; then echo "$uri"; return; fi
+    done
 }
-MIRROR=${DEBIAN_MIRROR:-$(apt_uri "$SUITE" | head -n 1)}
-SECURITY=${DEBIAN_SECURITY_MIRROR:-$(apt_uri "$SUITE-security" | head -n 1)}
+MIRROR=${DEBIAN_MIRROR:-$(apt_uri "$SUITE")}
+SECURITY=${DEBIAN_SECURITY_MIRROR:-$(apt_uri "$SUITE-security")}
 if [[ -z ${ENGINE:-} ]]; then
     if command -v podman >/dev/null; then ENGINE=podman; else ENGINE=docker; fi
 fi
