@@ -479,8 +479,9 @@ def connect(options: ClusterOptions) -> Iterator["distributed.Client"]:  # noqa:
                 cluster.adapt(minimum=options.adapt[0], maximum=options.adapt[1])
             client = Client(cluster)
         client._bgdask_dashboard = bool(options.dashboard or options.scheduler)
-        needs_worker = options.wait_for_workers is not None or not (options.adapt is not None and options.adapt[0] == 0) and not (
-            kind in JOBQUEUE_KINDS and options.adapt is None and options.jobs == 0
+        needs_worker = options.wait_for_workers is not None or (
+            not (options.adapt is not None and options.adapt[0] == 0)
+            and not (kind in JOBQUEUE_KINDS and options.adapt is None and options.jobs == 0)
         )
         if needs_worker:
             _wait_for_worker(client, options, cluster)
