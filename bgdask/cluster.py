@@ -91,6 +91,10 @@ class ClusterOptions:
     host: str | None = None
     log_directory: str | None = None  # slurm/pbs: where job stdout/stderr go
     worker_timeout: float | None = None  # seconds connect() waits for a first worker
+    # connect() waits for this many workers instead of one (and, with a
+    # scheduler address, for that scheduler to come up), within worker_timeout:
+    # for runners started together with their workers (compose, batch jobs)
+    wait_for_workers: int | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -102,7 +106,7 @@ class ClusterOptions:
             self.adapt = (int(lo), int(hi))
         if self.jobs < 0:
             raise ClusterError(f"--jobs must be >= 0, got {self.jobs}")
-        for name in ("workers", "threads_per_worker", "cores", "processes"):
+        for name in ("workers", "threads_per_worker", "cores", "processes", "wait_for_workers"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ClusterError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
@@ -397,13 +401,20 @@ def dashboard_link(client) -> str | None:
         return None
 
 
+def _worker_timeout(options: ClusterOptions) -> float:
+    if options.worker_timeout is not None:
+        return options.worker_timeout
+    return DEFAULT_WORKER_TIMEOUT[options.effective_kind]
+
+
 def _wait_for_worker(client, options: ClusterOptions, cluster) -> None:
     kind = options.effective_kind
-    timeout = options.worker_timeout if options.worker_timeout is not None else DEFAULT_WORKER_TIMEOUT[kind]
+    timeout = _worker_timeout(options)
+    needed = options.wait_for_workers or 1
     deadline = time.monotonic() + timeout
     warned = False
     while True:
-        if len(client.nthreads()) >= 1:
+        if len(client.nthreads()) >= needed:
             return
         if kind in JOBQUEUE_KINDS:
             errors, submitted = _submit_errors(cluster)
@@ -429,6 +440,9 @@ def _wait_for_worker(client, options: ClusterOptions, cluster) -> None:
         hint = (f"the jobs may still wait in the queue ({queue_cmd}), or workers cannot reach the "
                 f"scheduler at {getattr(cluster, 'scheduler_address', '?')}: check the job logs "
                 "(--log-directory) and the scheduler host (--host / jobqueue interface)")
+    if needed > 1:
+        raise ClusterError(f"only {len(client.nthreads())} of {needed} Dask workers connected to {where} "
+                           f"within {timeout:g} s; {hint}")
     raise ClusterError(f"no Dask worker connected to {where} within {timeout:g} s; {hint}")
 
 
@@ -448,8 +462,11 @@ def connect(options: ClusterOptions) -> Iterator["distributed.Client"]:  # noqa:
     try:
         cluster = make_cluster(options)
         if cluster is None:
+            connect_timeout = CONNECT_TIMEOUT
+            if options.wait_for_workers is not None:  # the scheduler may be starting too
+                connect_timeout = max(connect_timeout, _worker_timeout(options))
             try:
-                client = Client(options.scheduler, timeout=f"{CONNECT_TIMEOUT:g}s")
+                client = Client(options.scheduler, timeout=f"{connect_timeout:g}s")
             except (OSError, TimeoutError) as exc:
                 raise ClusterError(f"cannot connect to the Dask scheduler at {options.scheduler}: {exc}") from exc
         else:
@@ -462,8 +479,9 @@ def connect(options: ClusterOptions) -> Iterator["distributed.Client"]:  # noqa:
                 cluster.adapt(minimum=options.adapt[0], maximum=options.adapt[1])
             client = Client(cluster)
         client._bgdask_dashboard = bool(options.dashboard or options.scheduler)
-        needs_worker = not (options.adapt is not None and options.adapt[0] == 0) and not (
-            kind in JOBQUEUE_KINDS and options.adapt is None and options.jobs == 0
+        needs_worker = options.wait_for_workers is not None or (
+            not (options.adapt is not None and options.adapt[0] == 0)
+            and not (kind in JOBQUEUE_KINDS and options.adapt is None and options.jobs == 0)
         )
         if needs_worker:
             _wait_for_worker(client, options, cluster)
@@ -523,6 +541,10 @@ def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
                         "jobqueue configuration or all interfaces for slurm/pbs)")
     g.add_argument("--worker-timeout", type=float, metavar="SECONDS", default=None,
                    help="how long to wait for the first worker (default: 60 local, 600 slurm/pbs)")
+    g.add_argument("--wait-for-workers", type=int, metavar="N", default=None,
+                   help="wait for N workers, not only the first (with --scheduler: also for the "
+                        "scheduler to come up), at most --worker-timeout seconds; for a runner "
+                        "started together with its scheduler and workers (e.g. Docker compose)")
 
 
 def options_from_args(args: argparse.Namespace) -> ClusterOptions:
@@ -549,4 +571,5 @@ def options_from_args(args: argparse.Namespace) -> ClusterOptions:
         host=get("host"),
         log_directory=get("log_directory"),
         worker_timeout=get("worker_timeout"),
+        wait_for_workers=get("wait_for_workers"),
     )
