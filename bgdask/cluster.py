@@ -28,6 +28,7 @@ import argparse
 import ipaddress
 import logging
 import time
+import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterator
@@ -150,63 +151,22 @@ def _jobqueue_classes(kind: str) -> tuple[type, type]:
 
 
 def _restore_sigint() -> None:
-    """Undo dask-jobqueue's SIGINT handler.
+    from ._compat import restore_sigint_after_jobqueue
 
-    Importing dask_jobqueue (its ``runner`` module, dask-jobqueue 0.9) replaces
-    the SIGINT handler with ``sys.exit()``: Ctrl-C then ends the program with
-    exit status 0, as if the run had succeeded.  Put Python's own handler
-    back, so Ctrl-C raises KeyboardInterrupt (jobs are cancelled on the way out
-    and the exit status says the run was interrupted).
-    """
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        return  # signal handlers can only be set from the main thread
-    handler = signal.getsignal(signal.SIGINT)
-    if getattr(handler, "__module__", None) == "dask_jobqueue.runner":
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-
-
-_RECORDING_JOB_CLASSES: dict[type, type] = {}
+    restore_sigint_after_jobqueue()
 
 
 def _recording_job_cls(job_cls: type) -> type:
-    """A subclass of a dask-jobqueue Job that keeps its submission error.
+    """The Job class of ``job_cls`` that records a failed submission in
+    ``submit_error`` (one line, logged) instead of losing it in the event loop."""
+    from ._compat import recording_job_class
 
-    dask-jobqueue lets a failed ``sbatch``/``qsub`` escape into the event loop,
-    where it is logged as several tracebacks and nothing else happens.  This
-    job logs it in one line and records it; connect() then fails at once with
-    the batch system's own message instead of waiting for a worker that will
-    never come.  The job counts as started (it holds no batch job: closing it
-    cancels nothing), which is what the cluster did with it anyway.
-    """
-    if job_cls not in _RECORDING_JOB_CLASSES:
+    def on_error(job, exc) -> str:
+        message = _brief(exc)
+        logger.error("submitting a %s job failed: %s", job.config_name, message)
+        return message
 
-        class RecordingJob(job_cls):  # type: ignore[misc, valid-type]
-            submit_error: str | None = None  # the message only: no traceback keeps the job alive
-
-            async def start(self):
-                from distributed.core import Status
-
-                try:
-                    await super().start()
-                except Exception as exc:  # noqa: BLE001 - reported by connect()
-                    self.submit_error = _brief(exc)
-                    logger.error("submitting a %s job failed: %s", self.config_name, self.submit_error)
-                    self.status = Status.running
-
-            async def close(self):
-                from distributed.core import Status
-
-                await super().close()
-                if self.submit_error is not None:
-                    self.status = Status.closed
-
-        RecordingJob.__name__ = RecordingJob.__qualname__ = job_cls.__name__
-        RecordingJob.__module__ = __name__
-        _RECORDING_JOB_CLASSES[job_cls] = RecordingJob
-    return _RECORDING_JOB_CLASSES[job_cls]
+    return recording_job_class(job_cls, on_error)
 
 
 def _brief(exc: BaseException) -> str:
@@ -388,9 +348,13 @@ def job_script(options: ClusterOptions) -> str:
         raise ClusterError(f"invalid {options.kind} cluster options: {exc}") from exc
 
 
+#: Clients connect() made for clusters started without a dashboard.
+_NO_DASHBOARD: "weakref.WeakSet" = weakref.WeakSet()
+
+
 def dashboard_link(client) -> str | None:
     """The dashboard address of ``client``'s scheduler, or None if it has none."""
-    if getattr(client, "_bgdask_dashboard", True) is False:
+    if client in _NO_DASHBOARD:
         return None
     try:
         services = client.scheduler_info().get("services", {})
@@ -478,7 +442,8 @@ def connect(options: ClusterOptions) -> Iterator["distributed.Client"]:  # noqa:
             elif options.adapt is not None:
                 cluster.adapt(minimum=options.adapt[0], maximum=options.adapt[1])
             client = Client(cluster)
-        client._bgdask_dashboard = bool(options.dashboard or options.scheduler)
+        if not (options.dashboard or options.scheduler):
+            _NO_DASHBOARD.add(client)
         needs_worker = options.wait_for_workers is not None or (
             not (options.adapt is not None and options.adapt[0] == 0)
             and not (kind in JOBQUEUE_KINDS and options.adapt is None and options.jobs == 0)
