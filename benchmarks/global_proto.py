@@ -59,7 +59,7 @@ from bgdask.kernels.solve import (
 )
 from bgdask.kernels.stats import bad_pixels
 from bgdask.masks import plane_bits
-from bgdask.reference import choose_reference, reference_figures
+from bgdask.reference import choose_reference, reference_criteria
 
 
 # -- inputs ----------------------------------------------------------------------
@@ -149,7 +149,7 @@ def choose_ref(t: Tract) -> int:
             a = image_stats(img, bad, box, t.grid, t.cfg)
             acc = a if acc is None else acc + a
         st = stats_image(acc, t.grid, t.cfg, f"visit {v}")
-        figs[v] = reference_figures(v, st, t.cfg)
+        figs[v] = reference_criteria(v, st, t.cfg)
     return choose_reference(figs, t.cfg)[0]
 
 
@@ -231,10 +231,32 @@ def offsets(t: Tract, models: dict) -> tuple[dict, float]:
     out = {}
     t0 = time.perf_counter()
     for (v, p), (_, _, _, box) in t.warps.items():
-        kx, ky = coarse_cells(box, cfg, cs)
+        kx, ky = coarse_cells(box, cfg.binning, cs)
         coarse = coarse_offsets(models[v], cfg, kx, ky)
         out[(v, p)] = offset_rows(coarse, kx[0], ky[0], box, slice(None), cfg)
     return out, time.perf_counter() - t0
+
+
+def pipeline_offsets(t: Tract, result) -> dict:
+    """Every warp's offset image (float64) as the pipeline's stage C applies
+    it, from a :class:`bgdask.MatchResult`'s models (its functions:
+    :func:`bgdask.background.warp_coarse`, then :func:`offset_rows`); a warp
+    stage C leaves unchanged gets 0."""
+    from bgdask.background import warp_coarse
+
+    cfg = result.config
+    sm = t.sim.skymap
+    cs = coarse_shape(sm.width, sm.height, cfg.binning)
+    unusable = set(result.unusable)
+    out = {}
+    for (v, p), (_, _, _, box) in t.warps.items():
+        model = result.models[v]
+        if (v, p) in unusable or model.status != "matched":
+            out[(v, p)] = np.zeros(box.shape)
+            continue
+        grid, ky0, kx0 = warp_coarse(model, box, cfg, cs)
+        out[(v, p)] = offset_rows(grid, kx0, ky0, box, slice(None), cfg)
+    return out
 
 
 def _inner(t: Tract, v, p, arr):
