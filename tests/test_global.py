@@ -271,3 +271,140 @@ def test_config_fields():
                          ("global_smoothness", float("inf")), ("max_partners", 0), ("solver", "lsqr")):
         with pytest.raises(ConfigError, match=field):
             MatchConfig(**{field: value})
+
+
+# -- the store, the schedulers, the command line ------------------------------------
+
+GLOBAL = MatchConfig(method="global")
+
+
+@pytest.fixture(scope="module")
+def chain_files(tmp_path_factory):
+    """A small chain tract as afw FITS (4 visits on 4 x 2 patches of 192 pixels)."""
+    from bgdask.testing import tiny_tract
+
+    return tiny_tract(tmp_path_factory.mktemp("chain"), n_visits=4, num_patches=(4, 2), patch_inner=192,
+                      layout="chain", seed=1, **HARD)
+
+
+@pytest.fixture(scope="module")
+def sync_global(chain_files, tmp_path_factory):
+    _, d = chain_files
+    out = tmp_path_factory.mktemp("gsync") / "out.zarr"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bgdask.UnusableWarpWarning)
+        res = bgdask.match_backgrounds(d / "manifest.csv", out, GLOBAL, scheduler="sync", chunk_rows=100)
+    return res, out
+
+
+@pytest.mark.slow
+def test_global_stores_bitwise_equal_on_one_and_two_workers_and_the_command_line(chain_files, sync_global,
+                                                                                 tmp_path, cli):
+    """The synchronous scheduler, ``bgdask match --method global`` on one
+    worker and two workers (LocalClusters on 127.0.0.1) write bitwise-equal stores."""
+    from distributed import Client, LocalCluster
+
+    from bgdask.testing import assert_stores_equal
+
+    _, d = chain_files
+    _, want = sync_global
+    rc, out, err = cli("match", d / "manifest.csv", "-o", tmp_path / "one.zarr", "--method", "global",
+                       "--workers", 1, "--threads-per-worker", 1, "--no-progress", "--chunk-rows", 100)
+    assert rc == 0, err
+    assert "pairs: 3" in out and "solve:" in out and "n_partners" in out
+    assert_stores_equal(tmp_path / "one.zarr", want)
+    with LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None,
+                      processes=True) as cluster, Client(cluster) as client, warnings.catch_warnings():
+        warnings.simplefilter("ignore", bgdask.UnusableWarpWarning)
+        bgdask.match_backgrounds(d / "manifest.csv", tmp_path / "two.zarr", GLOBAL, client=client, chunk_rows=100)
+    assert_stores_equal(tmp_path / "two.zarr", want)
+
+
+def test_global_store_contents_inspect_and_resume(chain_files, sync_global, tmp_path, cli):
+    import shutil
+
+    import xarray as xr
+    import zarr
+
+    from bgdask.io.store import Store
+    from bgdask.testing import assert_stores_equal
+
+    sim, d = chain_files
+    res, out = sync_global
+    st = Store.open(out)
+    assert st.config.method == "global" and st.complete
+    assert st.pairs().equals(res.pairs)
+    assert [tuple(p) for p in st.pairs()[["u", "v"]].values] == list(zip(sim.visits[:-1], sim.visits[1:]))
+    assert st.solve_info == res.solve_info and st.solve_info["n_unknowns"] > 0
+    assert "global solve" in st.stage_times
+    table = st.table()
+    assert table.equals(res.table)
+    assert list(table.n_partners) == [1, 2, 2, 1]
+    ds = xr.open_zarr(out)
+    assert ds.pair_resid_rms.dims == ("pair",) and ds.sizes["pair"] == 3
+    for v in sim.visits:
+        np.testing.assert_array_equal(ds.diff_model.sel(visit=v).values, res.models[v].model)
+    rc, text, _ = cli("inspect", out)
+    assert rc == 0
+    assert "method: global (placement centroid)" in text
+    assert "pairs: 3" in text and "expected_rms" in text and "solve:" in text
+    # interrupted in stage C: resumed, the store is bitwise the uninterrupted one
+    copy = tmp_path / "resumed.zarr"
+    shutil.copytree(out, copy)
+    group = zarr.open_group(str(copy), mode="r+")
+    done = group["done"][:]
+    vi, pi = [int(i) for i in np.argwhere(done)[1]]
+    done[vi, pi] = False
+    group["done"][:] = done
+    group["image"][vi, pi] = np.float32(-1)
+    group.attrs["complete"] = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bgdask.UnusableWarpWarning)
+        again = bgdask.match_backgrounds(d / "manifest.csv", copy, GLOBAL, scheduler="sync", chunk_rows=100,
+                                         resume=True)
+    assert again.pairs.equals(res.pairs)
+    assert_stores_equal(copy, out)
+
+
+def test_reference_method_store_has_no_pair_table(sync_store, cli):
+    from bgdask.io.store import Store
+
+    _, out = sync_store
+    st = Store.open(out)
+    assert st.pairs() is None and st.solve_info is None
+    rc, text, _ = cli("inspect", out)
+    assert rc == 0 and "pairs:" not in text and "n_partners" not in text and "method:" not in text
+
+
+def test_command_line_flags_set_the_fields(tmp_path):
+    from bgdask.cli import _config, build_parser
+
+    conf = tmp_path / "c.yaml"
+    conf.write_text("method: global\nmax_partners: 3\nsolver: superlu\n")
+    args = build_parser().parse_args(["match", "in", "-o", "o.zarr", "--config", str(conf), "--placement",
+                                      "centre", "--global-smoothness", "0.5", "--max-partners", "5"])
+    cfg = _config(args)
+    assert (cfg.method, cfg.placement, cfg.global_smoothness, cfg.max_partners, cfg.solver) == (
+        "global", "centre", 0.5, 5, "superlu")
+    args = build_parser().parse_args(["match", "in", "-o", "o.zarr", "--max-partners", "0"])
+    with pytest.raises(ConfigError, match="command line: config field 'max_partners'"):
+        _config(args)
+    assert _config(build_parser().parse_args(["match", "in", "-o", "o.zarr"])) == MatchConfig()
+
+
+def test_simulate_flags(tmp_path, cli):
+    import json
+
+    rc, out, err = cli("simulate", tmp_path / "t", "--visits", 3, "--patches", 3, 1, "--patch-size", 128,
+                       "--border", 8, "--layout", "chain", "--gradient-scale", 5, "--chip-pitch", 100,
+                       "--gap-width", 10, "--step-visit", 1001, "--step-amp", 2, "--curvature-scale", 0.5)
+    assert rc == 0, err
+    want = make_tract(n_visits=3, num_patches=(3, 1), patch_inner=128, patch_border=8, layout="chain",
+                      gradient_scale=5, chip_pitch=100, gap_width=10, step_visit=1001, step_amp=2,
+                      curvature_scale=0.5)
+    from bgdask.io import read_warp
+
+    for (v, p), w in want.warps.items():
+        got = read_warp(tmp_path / "t" / "warps" / str(v) / f"warp_{v}_{p}.fits")
+        assert got.image.tobytes() == w.image.tobytes()
+    assert json.loads((tmp_path / "t" / "truth.json").read_text())
