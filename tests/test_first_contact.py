@@ -208,8 +208,9 @@ def test_every_imported_library_is_a_declared_dependency():
 
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     declared = {d.split(">")[0].split("[")[0].split("=")[0].strip().replace("-", "_").lower()
-                for d in meta["dependencies"] + meta["optional-dependencies"]["hpc"]}
-    module_of = {"yaml": "pyyaml", "dask_jobqueue": "dask_jobqueue"}
+                for d in meta["dependencies"] + meta["optional-dependencies"]["hpc"]
+                + meta["optional-dependencies"]["cholmod"]}
+    module_of = {"yaml": "pyyaml", "dask_jobqueue": "dask_jobqueue", "sksparse": "scikit_sparse"}
     missing = sorted(m for m in _third_party_imports() if module_of.get(m, m).lower() not in declared)
     assert not missing, f"imported but not declared in pyproject.toml: {missing}"
 
