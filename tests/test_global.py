@@ -408,3 +408,27 @@ def test_simulate_flags(tmp_path, cli):
         got = read_warp(tmp_path / "t" / "warps" / str(v) / f"warp_{v}_{p}.fits")
         assert got.image.tobytes() == w.image.tobytes()
     assert json.loads((tmp_path / "t" / "truth.json").read_text())
+
+
+def test_tasks_read_their_warps_themselves_and_any_dataset_works(chain_files, sync_global):
+    """The coverage and pair tasks read the warps through the collection's
+    read specs (no read task runs, no warp waits in memory for its pairs); a
+    Dataset held in memory (chunks as ordinary dependencies) gives the same bits."""
+    from bgdask.testing import CountComputes
+
+    _, d = chain_files
+    want, _ = sync_global
+    ds = bgdask.open_warps(d / "manifest.csv", chunks={"y": 100})
+    with warnings.catch_warnings(), CountComputes("open-warps") as reads, \
+            CountComputes("bgdask-ga", "bgdask-gb") as tasks:
+        warnings.simplefilter("ignore", bgdask.UnusableWarpWarning)
+        lazy = bgdask.match(ds, GLOBAL, scheduler="sync")
+    assert reads.count == 0 and tasks.count > 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bgdask.UnusableWarpWarning)
+        held = bgdask.match(ds.compute(scheduler="sync"), GLOBAL, scheduler="sync")
+    for res in (lazy, held):
+        assert res.reference_visit == want.reference_visit
+        for v, m in want.models.items():
+            assert res.models[v].model.tobytes() == m.model.tobytes()
+        assert res.pairs.equals(want.pairs)
