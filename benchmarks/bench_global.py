@@ -5,6 +5,13 @@ shares no pixel with most visits, and an ordinary tract), both methods run
 serially from bgdask's pure functions (``benchmarks/global_proto.py``) and
 this prints, in one run:
 
+* through the real pipeline (``bgdask.match_backgrounds`` on the tracts
+  written as afw FITS; ``--only pipeline``), for both methods and both
+  placements: seams inside and outside the reference's footprint, the worst
+  pair's seam over its noise floor, the offset error, wall and CPU time and
+  each stage's, the solve's time and size, and the warps read; the cost of
+  stages A and B of both methods on many small visits;
+
 * per method and placement: the seam RMS inside and outside the reference's
   footprint, the worst pair's seam over its noise floor, the offset error
   against the truth, the wall time, and the solve's time and size;
@@ -20,6 +27,8 @@ this prints, in one run:
 
 Definitions (seam, floor, error): see benchmarks/global_proto.py.
 
+    python benchmarks/bench_global.py --only pipeline # the four runs through bgdask.match_backgrounds
+    python benchmarks/bench_global.py --only synthetic --sizes 100   # the solve of 100 visits
     python benchmarks/bench_global.py                 # about 20 minutes on 2 busy cores
     python benchmarks/bench_global.py --small         # no scans, 20 synthetic visits, 60 small visits
     python benchmarks/bench_global.py --only tracts   # the side-by-side tables alone (about a minute)
@@ -309,13 +318,148 @@ def step_visit():
         print(f"  {v:>6}{r['n_partners']:>9}{r['n_data']:>6}{r['resid_rms']:>11.4f}{r['expected_rms']:>10.4f}{ratio:>7.2f}")
 
 
+# -- the real pipeline ---------------------------------------------------------------
+
+#: The four runs of the side-by-side table: (method, placement).
+VARIANTS = (("reference", "centre"), ("reference", "centroid"), ("global", "centre"), ("global", "centroid"))
+
+PIPE_HEAD = (f"  {'method, placement':<24}{'matched':>8}{'seam in':>9}{'seam out':>9}{'/floor in':>10}"
+             f"{'/floor out':>11}{'err in':>8}{'err out':>8}{'wall s':>8}{'cpu s':>7}{'A s':>6}{'B s':>6}"
+             f"{'C s':>6}{'solve s':>9}{'unknowns':>9}{'nnz M':>8}{'pairs':>6}{'reads':>7}")
+
+
+def pipeline_reads(tract, cfg, ref, result) -> int:
+    """Warp reads of the run's statistics (stages A and B): one per warp per
+    leaf that reads it (a difference or a pair reads two warps)."""
+    from bgdask.stages import graph_b
+
+    if cfg.method == "global":
+        n = len(tract.keys)                                           # coverage: every warp once
+        pairs = [(int(u), int(v)) for u, v in result.pairs[["u", "v"]].values]
+        present = set(tract.keys)
+        return n + 2 * sum(1 for u, v in pairs for _, p in tract.keys_of[u] if (v, p) in present)
+    n = 0 if cfg.ref_visit is not None else len(tract.keys)
+    graph, _, _, _ = graph_b(tract, cfg, ref)
+    keys = [k for layer in graph.layers.values() for k in layer if isinstance(k, tuple)]
+    return n + sum(2 if str(k[0]).endswith("-diff") else 1 for k in keys
+                   if str(k[0]).endswith(("-diff", "-count")))
+
+
+def pipeline_run(sim, method, placement, ref, client=None, workdir=None):
+    """One run of bgdask.match_backgrounds on the tract's FITS files (written
+    once under ``workdir``), on ``client`` or the synchronous scheduler;
+    returns (result, wall s, CPU s of this process)."""
+    import tempfile
+    import warnings
+
+    import bgdask
+    from bgdask.simulate import write_tract
+
+    src = Path(workdir) / "tract"
+    if not (src / "manifest.csv").exists():
+        write_tract(sim, src)
+    # the reference method cannot match a chain's far visits: they are left unmatched
+    cfg = MatchConfig(method=method, placement=placement, ref_visit=ref, on_no_overlap="skip")
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        t0, c0 = time.perf_counter(), time.process_time()
+        res = bgdask.match_backgrounds(src / "manifest.csv", Path(tmp) / "out.zarr", cfg, client=client,
+                                       scheduler=None if client else "sync", skymap=sim.skymap)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        res.matched = None                       # its store is about to go
+    return res, wall, cpu
+
+
+def pipeline_side_by_side(name, sim, workdir, client=None):
+    """The four (method, placement) runs through the real pipeline on one tract."""
+    from bgdask.collection import open_warps
+    from bgdask.stages import tract_of
+
+    chain = name == "chain"
+    t = gp.Tract.from_sim(sim, MatchConfig())
+    ref = sim.visits[0] if chain else gp.choose_ref(t)
+    floors = {(u, v): gp.pair_floor(t, u, v) for u in t.visits for v in t.visits if u < v}
+    tract = tract_of(open_warps(sim.warps, skymap=sim.skymap), sim.skymap)
+    where = "2 workers (LocalCluster on 127.0.0.1)" if client else "the synchronous scheduler"
+    print(f"\n{name} tract through the pipeline (bgdask.match_backgrounds on afw FITS files, {where}): "
+          f"{sim.skymap}; {len(t.visits)} visits, {len(sim.warps)} warps; reference visit {ref}")
+    print(PIPE_HEAD)
+    d = Path(workdir) / f"pipeline-{name}"
+    d.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for method, placement in VARIANTS:
+        res, wall, cpu = pipeline_run(sim, method, placement, ref, client=client, workdir=d)
+        m = gp.measure(t, ref, gp.pipeline_offsets(t, res), floors)
+        n = int(sum(s in ("matched", "reference") for s in res.table.status))
+        tm = res.timings
+        info = res.solve_info
+        cfg = MatchConfig(method=method, placement=placement, ref_visit=ref)
+        reads = pipeline_reads(tract, cfg, ref, res)
+        solve = (f"{tm['global solve']:>9.3f}{info['n_unknowns']:>9}{info['nnz_normal']:>8}{len(res.pairs):>6}"
+                 if info else f"{'-':>9}{'-':>9}{'-':>8}{'-':>6}")
+        print(f"  {method + ', ' + placement:<24}{f'{n}/{len(t.visits)}':>8}{m.seam_in:>9.4f}{m.seam_out:>9.4f}"
+              f"{m.worst_in:>10.2f}{m.worst_out:>11.2f}{m.err_in:>8.3f}{m.err_out:>8.3f}{wall:>8.2f}{cpu:>7.2f}"
+              f"{tm.get('stage A', 0.0):>6.2f}{tm['stage B']:>6.2f}{tm['stage C']:>6.2f}{solve}{reads:>7}")
+        sys.stdout.flush()
+        out[(method, placement)] = (res, m)
+    info = out[("global", "centroid")][0].solve_info
+    print(f"  global, centroid: solver {info['solver']}, {info['refinements']} refinement step(s), "
+          f"residual {info['residual']:.1e}, factor {info['nnz_factor']} non-zeros ({info['factor_bytes'] / 1e6:.2f} MB)")
+    print("  reads: warps read by stages A and B (a difference or a pair reads two; with the reference "
+          "given the reference method has no stage A)")
+    return out
+
+
+def pipeline_many_small(n_visits):
+    """Stages A and B, reference method against global, on many small visits
+    (the reference given: no stage A for the reference method)."""
+    import warnings
+
+    import bgdask
+
+    sim = make_tract(n_visits=n_visits, num_patches=2, patch_inner=128, patch_border=8, seed=0)
+    print(f"\n{n_visits} small visits through bgdask.match (synchronous scheduler, bins of 32 px): {sim.skymap}, "
+          f"{len(sim.warps)} warps; reference visit {sim.visits[0]} given")
+    ds = bgdask.open_warps(sim.warps, skymap=sim.skymap)
+    for method in ("reference", "global"):
+        cfg = MatchConfig(method=method, ref_visit=sim.visits[0], x_bin=32, y_bin=32, binning=16)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            t0, c0 = time.perf_counter(), time.process_time()
+            res = bgdask.match(ds, cfg, scheduler="sync")
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        tm = res.timings
+        extra = (f"; {len(res.pairs)} pairs, solve {tm['global solve']:.2f} s "
+                 f"({res.solve_info['n_unknowns']} unknowns, {res.solve_info['solver']})" if res.pairs is not None else "")
+        print(f"  {method:<10} stages A + B: {wall:.2f} s wall, {cpu:.2f} s CPU (stage A {tm.get('stage A', 0.0):.2f} s, "
+              f"stage B {tm['stage B']:.2f} s){extra}")
+        sys.stdout.flush()
+
+
 def main():
     p = common.parser(__doc__.splitlines()[0])
-    p.add_argument("--only", choices=["tracts", "scan", "synthetic", "small", "step"], action="append")
+    p.add_argument("--only", choices=["pipeline", "tracts", "scan", "synthetic", "small", "step"], action="append")
+    p.add_argument("--cluster", action="store_true", help="pipeline: 2 workers instead of the synchronous scheduler")
+    p.add_argument("--sizes", type=int, nargs="+", default=None, metavar="VISITS",
+                   help="synthetic: numbers of visits (default 20 50 100; with --small 20)")
     args = p.parse_args()
     common.banner("bench_global: global vs reference method, centre vs centroid placement")
-    only = set(args.only or ["tracts", "scan", "synthetic", "small", "step"])
+    only = set(args.only or ["pipeline", "tracts", "scan", "synthetic", "small", "step"])
     cfg = MatchConfig()
+    if "pipeline" in only:
+        Path(args.workdir).mkdir(parents=True, exist_ok=True)
+        ctx = common.local_cluster(2, 1, dashboard=False) if args.cluster else None
+        client = ctx.__enter__() if ctx is not None else None
+        try:
+            if client is not None:
+                common.warm_workers(client)
+            for name in ("chain", "ordinary"):
+                sim, _ = load(name)
+                pipeline_side_by_side(name, sim, args.workdir, client)
+        finally:
+            if ctx is not None:
+                ctx.__exit__(None, None, None)
+        pipeline_many_small(60 if args.small else 200)
     if only & {"tracts", "scan"}:
         for name in ("chain", "ordinary"):
             sim, t_sim = load(name)
@@ -329,7 +473,7 @@ def main():
                 scan(name, t64, ref64, pairs64, floors64, (0.01, 0.03, 0.1, 0.3, 1.0, 3.0),
                      label=" at 64-pixel bins (lambda rescaled by (128 / 64)**4 inside the solver)")
     if "synthetic" in only:
-        synthetic((20,) if args.small else (20, 50, 100))
+        synthetic(tuple(args.sizes) if args.sizes else (20,) if args.small else (20, 50, 100))
     if "small" in only:
         many_small(60 if args.small else 200)
     if "step" in only:

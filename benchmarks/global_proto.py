@@ -237,6 +237,28 @@ def offsets(t: Tract, models: dict) -> tuple[dict, float]:
     return out, time.perf_counter() - t0
 
 
+def pipeline_offsets(t: Tract, result) -> dict:
+    """Every warp's offset image (float64) as the pipeline's stage C applies
+    it, from a :class:`bgdask.MatchResult`'s models (its functions:
+    :func:`bgdask.background.warp_coarse`, then :func:`offset_rows`); a warp
+    stage C leaves unchanged gets 0."""
+    from bgdask.background import warp_coarse
+
+    cfg = result.config
+    sm = t.sim.skymap
+    cs = coarse_shape(sm.width, sm.height, cfg.binning)
+    unusable = set(result.unusable)
+    out = {}
+    for (v, p), (_, _, _, box) in t.warps.items():
+        model = result.models[v]
+        if (v, p) in unusable or model.status != "matched":
+            out[(v, p)] = np.zeros(box.shape)
+            continue
+        grid, ky0, kx0 = warp_coarse(model, box, cfg, cs)
+        out[(v, p)] = offset_rows(grid, kx0, ky0, box, slice(None), cfg)
+    return out
+
+
 def _inner(t: Tract, v, p, arr):
     sm = t.sim.skymap
     inner, box = sm.inner_box(p), t.warps[(v, p)][3]

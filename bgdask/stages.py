@@ -173,6 +173,13 @@ def _leaf_b(ref_key, ref_image, ref_mask, key, image_blocks, mask_blocks, box, y
     return bg.difference_partial(ref_key, r_image, r_bad, key, image, bad, box, grid, cfg)
 
 
+def _leaf_b_sums(ref_key, ref_image, ref_mask, key, image_blocks, mask_blocks, box, y_starts, bad_bits, grid, cfg):
+    """:func:`_leaf_b` with the centroid sums (``placement: centroid``)."""
+    r_image, r_bad = _image_and_bad(ref_image, ref_mask, box, y_starts, bad_bits)
+    image, bad = _image_and_bad(image_blocks, mask_blocks, box, y_starts, bad_bits)
+    return bg.difference_partial_sums(ref_key, r_image, r_bad, key, image, bad, box, grid, cfg)
+
+
 def _leaf_count(key, image_blocks, mask_blocks, box, y_starts, bad_bits):
     _, bad = _image_and_bad(image_blocks, mask_blocks, box, y_starts, bad_bits)
     return bg.usable_partial(key, bad)
@@ -294,6 +301,7 @@ def graph_b(tract: Tract, cfg: MatchConfig, ref: int):
     g = _Graph(tract, "b", cfg_token(cfg, ref))
     ys = tract.row_starts
     present = set(tract.keys)
+    leaf_b = _leaf_b_sums if cfg.value_placement == "centroid" else _leaf_b
     jobs, order, read_refs = [], [], set()
     for v in tract.visits:
         if v == ref:
@@ -306,7 +314,7 @@ def graph_b(tract: Tract, cfg: MatchConfig, ref: int):
             own = g.planes(vi, pi, "image", "mask")
             if ref_key in present:
                 ri, _ = tract.index(ref_key)
-                leaves.append(g.task(g.key("diff", vi, pi), _leaf_b, ref_key, *g.planes(ri, pi, "image", "mask"),
+                leaves.append(g.task(g.key("diff", vi, pi), leaf_b, ref_key, *g.planes(ri, pi, "image", "mask"),
                                      key, *own, box, ys, bits, grid, cfg))
                 read_refs.add(ref_key)
             else:
@@ -339,6 +347,10 @@ class Solution:
     reference: int
     models: Mapping[int, bg.VisitModel]
     usable_pixels: Mapping[tuple[int, int], int]
+    #: the global method's per-pair table (pandas DataFrame) and its solve's
+    #: figures (:func:`bgdask.global_stage.solve_info_attrs`); None for the reference method
+    pairs: Any = None
+    solve_info: Mapping[str, Any] | None = None
 
     def matches(self, key: tuple[int, int]) -> bool:
         """Whether a warp gets its visit's offset (unusable warps pass unchanged)."""

@@ -1,12 +1,14 @@
 """The figure of docs/global.md: the seams of the chain tract before matching,
-after the reference method and after the global method.
+after the reference method and after the global method, each with values at
+the superpixels' centres and at their centroids.
 
     python docs/make_global_figure.py            # writes docs/img/global_seams.png
 
 Per tract pixel, the largest |seam| over the pairs of visits that both have
 data there, the seam of visits u, v being (sky_u + offset_u) - (sky_v +
-offset_v) with the injected skies (benchmarks/global_proto.py). Runs the
-serial prototype on the chain tract of benchmarks/bench_global.py
+offset_v) with the injected skies and the offsets the pipeline applies
+(benchmarks/global_proto.py's measures). Runs ``bgdask.match`` with both
+methods and both placements on the chain tract of benchmarks/bench_global.py
 (about a minute).
 """
 
@@ -50,6 +52,19 @@ def seam_map(t, offs):
     return out
 
 
+def pipeline(sim, **cfg):
+    """``bgdask.match`` on the synchronous scheduler (the chain's far visits
+    left unmatched by the reference method: on_no_overlap skip)."""
+    import warnings
+
+    import bgdask
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return bgdask.match(bgdask.open_warps(sim.warps, skymap=sim.skymap),
+                            MatchConfig(on_no_overlap="skip", **cfg), scheduler="sync")
+
+
 def main(path=HERE / "img" / "global_seams.png"):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.colors import LogNorm
@@ -58,19 +73,19 @@ def main(path=HERE / "img" / "global_seams.png"):
     sim, _ = load("chain")
     t = gp.Tract.from_sim(sim, MatchConfig())
     ref = sim.visits[0]
-    zero = {v: np.zeros(t.grid) for v in t.visits}
-    rubin, _ = gp.reference_models(t, ref, "centre", "none", skip=True)
-    glob_c, _, _ = gp.global_models(t, ref, "centre")
-    glob, _, _ = gp.global_models(t, ref, "centroid")
-    panels = [("before matching", zero), ("reference method (Rubin's; 4 of 6 visits unmatched)", rubin),
-              ("global method, values at the centres", glob_c), ("global method, values at the centroids", glob)]
+    runs = [("reference method, centre (Rubin's; 4 of 6 visits unmatched)", dict(placement="centre")),
+            ("reference method, centroid (4 of 6 visits unmatched)", dict(placement="centroid")),
+            ("global method, centre", dict(method="global", placement="centre")),
+            ("global method, centroid (its default)", dict(method="global", placement="centroid"))]
+    panels = [("before matching", {k: np.zeros(w[3].shape) for k, w in t.warps.items()})]
+    for title, cfg in runs:
+        panels.append((title, gp.pipeline_offsets(t, pipeline(sim, ref_visit=ref, **cfg))))
     ref_fp = sim.footprint(ref, sim.skymap.box, chip_gaps=False)
-    fig = Figure(figsize=(9, 11), layout="constrained")
+    fig = Figure(figsize=(9, 13.5), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(len(panels), 1)
     norm = LogNorm(vmin=0.01, vmax=100)
-    for ax, (title, models) in zip(axes, panels):
-        offs, _ = gp.offsets(t, models)
+    for ax, (title, offs) in zip(axes, panels):
         m = seam_map(t, offs)
         meas = gp.measure(t, ref, offs)
         im = ax.imshow(m, origin="lower", cmap="magma", norm=norm, interpolation="nearest")

@@ -31,7 +31,9 @@ def _config(args):
     cfg = MatchConfig.from_file(args.config) if getattr(args, "config", None) else MatchConfig()
     if getattr(args, "ref_visit", None) is not None:
         cfg = cfg.replace(ref_visit=args.ref_visit)
-    return cfg
+    from ..cli import _method_config
+
+    return _method_config(args, cfg)   # --method, --placement, ... (bgdask match's flags)
 
 
 def _print_table(table, reference) -> None:

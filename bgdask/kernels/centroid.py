@@ -43,14 +43,12 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
+from . import PLACEMENTS
 from .stats import _block_range, _cells, _int_arg, _window_size
 from ..errors import ConfigError
 
 __all__ = ["WindowSums", "window_sums", "centroids", "recentre_values", "PLACEMENTS", "RECENTRE_METHODS"]
 
-#: Where a superpixel's value is placed: Rubin's ``centre`` of the
-#: superpixel, or the ``centroid`` of the pixels it counted.
-PLACEMENTS = ("centre", "centroid")
 
 _JIT = dict(nogil=True, cache=True, error_model="numpy")
 

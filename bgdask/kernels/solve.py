@@ -81,7 +81,7 @@ from scipy import ndimage
 from scipy.sparse.csgraph import connected_components, minimum_spanning_tree
 
 from ..errors import ConfigError, ModelError
-from .centroid import PLACEMENTS
+from . import DEFAULT_SMOOTHNESS, MAX_PARTNERS, PLACEMENTS, SOLVERS
 
 __all__ = [
     "MAX_PARTNERS",
@@ -103,13 +103,9 @@ __all__ = [
     "solve_global",
     "solve_spd",
     "have_cholmod",
+    "check_solver",
 ]
 
-#: Most partners a visit keeps (beyond the pairs that keep the graph connected
-#: and the pairs with the reference).
-MAX_PARTNERS = 8
-#: Default ``global_smoothness`` (lambda), chosen by benchmarks/bench_global.py.
-DEFAULT_SMOOTHNESS = 0.1
 #: Bin size (pixels) at which lambda is the plain factor on the median data
 #: weight; at bin h the rows get lambda * (SMOOTHNESS_BIN / h)**4.
 SMOOTHNESS_BIN = 128
@@ -121,8 +117,6 @@ RIDGE = 1e-8
 SHIFT = 1e-4
 #: Nodes added around each visit's support (3 x 3 growth steps).
 MARGIN = 1
-#: Sparse solvers: "auto" takes CHOLMOD when scikit-sparse imports, else SuperLU.
-SOLVERS = ("auto", "cholmod", "superlu")
 #: Weightings of the pair equations: N / var, or uniform (for comparison).
 WEIGHTINGS = ("inverse_variance", "uniform")
 #: Largest number of refinement steps after the direct solve.
@@ -187,9 +181,11 @@ class GlobalSolution:
     grids: dict[int, np.ndarray]
     unknown: dict[int, np.ndarray]
     status: dict[int, str]                     # reference | matched | skipped
-    visit_table: dict[int, dict]               # n_partners, n_data, resid_rms, expected_rms, n_unknowns
+    visit_table: dict[int, dict]               # n_partners, n_data, n_good, resid_rms, expected_rms, n_unknowns
     pair_table: dict[tuple[int, int], dict]    # n_overlap, resid_rms, expected_rms
     info: SolveInfo = field(default_factory=SolveInfo)
+    #: visit -> bool grid: the superpixels where it has a pair equation
+    observed: dict[int, np.ndarray] = field(default_factory=dict)
 
 
 # -- pairs and connectivity -----------------------------------------------------
@@ -375,6 +371,17 @@ def have_cholmod() -> bool:
     return True
 
 
+def check_solver(solver: str) -> None:
+    """Raise a ConfigError unless ``solver`` can run here (``cholmod`` needs scikit-sparse)."""
+    if solver not in SOLVERS:
+        raise ConfigError(f"solver must be one of {list(SOLVERS)}, got {solver!r}")
+    if solver == "cholmod" and not have_cholmod():
+        how = "pip install 'bgdask[cholmod]' (it builds against SuiteSparse: apt-get install libsuitesparse-dev)"
+        raise ConfigError("solver 'cholmod' needs scikit-sparse, which does not import here",
+                          api=f"{how}, or use solver='auto' or 'superlu'",
+                          cli=f"{how}, or use --solver auto or superlu")
+
+
 def solve_spd(M: sp.spmatrix, b: np.ndarray, solver: str = "auto", shift: float = 0.0
               ) -> tuple[np.ndarray, SolveInfo]:
     """Solve the symmetric positive semi-definite system ``M x = b``.
@@ -403,7 +410,7 @@ def _factor_and_solve(M, b, solver, shift, info) -> np.ndarray:
         try:
             from sksparse.cholmod import cholesky
         except ImportError:
-            raise ConfigError("solver 'cholmod' needs scikit-sparse (pip install bgdask[cholmod])") from None
+            check_solver(solver)
         factor = cholesky(K)
         info.nnz_factor = int(factor.L().nnz)
         info.factor_bytes = info.nnz_factor * 12 + 8 * (M.shape[0] + 1)
@@ -606,7 +613,7 @@ def solve_global(
             c_idx.append(cols[ok])
             vals.append((sign * wts * sw[:, None])[ok])
         rhs.append(d * sw)
-        data_slices.append((p, nrow, n, d, w, expected))
+        data_slices.append((p, nrow, n, d, w, expected, j, i))
         nrow += n
     n_data = nrow
     hx, hy = float(x_bin), float(y_bin)
@@ -682,7 +689,10 @@ def solve_global(
     # diagnostics: residuals of the pair equations (unweighted rows)
     resid_all = (A[:n_data] @ x - b[:n_data]) if n_data else np.zeros(0)
     pair_table, acc = {}, {v: [0, 0.0, 0.0, 0.0, set()] for v in visits}
-    for p, start, n, d, w, expected in data_slices:
+    observed = {v: np.zeros(shape, bool) for v in visits}
+    for p, start, n, d, w, expected, j, i in data_slices:
+        observed[p.u][j, i] = True
+        observed[p.v][j, i] = True
         r = resid_all[start:start + n] / np.sqrt(w)          # nJy
         sw = float(w.sum())
         swr = float((w * r * r).sum())
@@ -706,8 +716,9 @@ def solve_global(
             "status": status[v],
             "n_partners": len(partners),
             "n_data": int(n),
+            "n_good": int(observed[v].sum()),
             "n_unknowns": int(unknown[v].sum()) if v in unknown else 0,
             "resid_rms": math.sqrt(swr / sw) if sw > 0 else float("nan"),
             "expected_rms": math.sqrt(swe / sw) if sw > 0 else float("nan"),
         }
-    return GlobalSolution(grids, unknown, status, visit_table, pair_table, info)
+    return GlobalSolution(grids, unknown, status, visit_table, pair_table, info, observed)
