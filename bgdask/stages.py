@@ -416,7 +416,14 @@ def matched_arrays(tract: Tract, cfg: MatchConfig, sol: Solution) -> dict:
                 g.task((name, vi, pi, yi, 0), _matched_block, spec, g.ref(coarse_keys[key]), box,
                        tract.rows_of(yi), width, sol.matches(key), cfg)
             g.task((cname, vi, pi, 0, 0), _padded_coarse, g.ref(coarse_keys[key]), padded)
+    # two layers, each named as the array made of it: the coarse grids' layer
+    # depends on the one holding the models and the image
+    from dask.highlevelgraph import HighLevelGraph
+
+    grid_layer = {k: g.layer.pop(k) for k in [k for k in g.layer if k[0] == cname]}
     graph = g.graph()
+    graph = HighLevelGraph({**graph.layers, cname: grid_layer},
+                           {**graph.dependencies, cname: {name}})
     image = da.Array(graph, name, chunks=src.chunks, dtype=PLANE_DTYPES["image"],
                      meta=np.empty((0, 0, 0, 0), dtype=PLANE_DTYPES["image"]))
     nv, npch = len(tract.visits), len(tract.patches)
