@@ -192,11 +192,14 @@ class _Graph:
 
     def __init__(self, tract: Tract, stage: str, extra: str = ""):
         self.tract = tract
-        self.name = f"bgdask-{stage}-{tract.token}{extra}"
+        self.stage, self.token = stage, f"{tract.token}{extra}"
+        self.name = f"bgdask-{stage}-{self.token}"
         self.layer: dict = {}
 
     def key(self, kind: str, *index) -> tuple:
-        return (f"{self.name}-{kind}", *index)
+        """A task's key: its name starts ``bgdask-<stage>-<kind>``, which is
+        how the dashboard and task streams group it (tokens come after)."""
+        return (f"bgdask-{self.stage}-{kind}-{self.token}", *index)
 
     def task(self, key, fn, *args):
         from ._compat import Task
@@ -399,7 +402,7 @@ def matched_arrays(tract: Tract, cfg: MatchConfig, sol: Solution) -> dict:
     g = _Graph(tract, "c", cfg_token(cfg, sol.reference, id(sol)))
     coarse_keys = _coarse_layer(g, tract, cfg, sol, tract.keys)
     src = tract.array("image")
-    name, cname = g.name, g.name + "-offset-coarse"
+    name, cname = g.key("matched")[0], g.key("offset-coarse")[0]
     width = src.shape[3]
     _, _, _, padded = coarse_geometry(tract, cfg)
     present = set(tract.keys)
@@ -421,6 +424,7 @@ def matched_arrays(tract: Tract, cfg: MatchConfig, sol: Solution) -> dict:
     from dask.highlevelgraph import HighLevelGraph
 
     grid_layer = {k: g.layer.pop(k) for k in [k for k in g.layer if k[0] == cname]}
+    g.name = name
     graph = g.graph()
     graph = HighLevelGraph({**graph.layers, cname: grid_layer},
                            {**graph.dependencies, cname: {name}})
