@@ -8,7 +8,7 @@ the warps, whichever scheduler runs them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Sequence, TypeVar
 
 import numpy as np
@@ -32,6 +32,7 @@ __all__ = [
     "tree_reduce",
     "image_stats",
     "difference_stats",
+    "difference_sums",
     "stats_image",
     "difference_model",
     "coarse_offsets",
@@ -40,6 +41,7 @@ __all__ = [
     "Partial",
     "warp_partial",
     "difference_partial",
+    "difference_partial_sums",
     "usable_partial",
     "visit_model",
     "cross_validated_rms",
@@ -63,6 +65,11 @@ class Accumulator:
     small; adding two covers the union of their regions. Addition is
     element-wise, so the sum of any tree of accumulators equals the dense
     sum bit for bit when the tree is the same.
+
+    Optionally (centroid placement, the global method's pairs) the same
+    block carries the window sums of :func:`bgdask.kernels.centroid.window_sums`:
+    ``SX``, ``SY`` (tract x and y of the counted pixels) and ``SP`` (the
+    variance planes summed over them); they add like S, N and V.
     """
 
     S: np.ndarray
@@ -70,6 +77,12 @@ class Accumulator:
     V: np.ndarray
     iy0: int = 0
     ix0: int = 0
+    SX: np.ndarray | None = None
+    SY: np.ndarray | None = None
+    SP: np.ndarray | None = None
+
+    def _names(self) -> tuple[str, ...]:
+        return ("S", "N", "V") + tuple(n for n in ("SX", "SY", "SP") if getattr(self, n) is not None)
 
     @classmethod
     def from_block(cls, block: SuperpixelBlock) -> "Accumulator":
@@ -84,30 +97,35 @@ class Accumulator:
             return self
         if self.N.size == 0:
             return other
+        names = self._names()
+        if names != other._names():
+            raise ValueError(f"cannot add accumulators of planes {names} and {other._names()}")
+        extra = names[3:]
         iy0, ix0 = min(self.iy0, other.iy0), min(self.ix0, other.ix0)
         iy1 = max(self.iy0 + self.shape[0], other.iy0 + other.shape[0])
         ix1 = max(self.ix0 + self.shape[1], other.ix0 + other.shape[1])
         if (self.iy0, self.ix0, self.shape) == (other.iy0, other.ix0, other.shape):
-            return Accumulator(self.S + other.S, self.N + other.N, self.V + other.V, iy0, ix0)
+            return Accumulator(self.S + other.S, self.N + other.N, self.V + other.V, iy0, ix0,
+                               **{n: getattr(self, n) + getattr(other, n) for n in extra})
         shape = (iy1 - iy0, ix1 - ix0)
-        planes = []
-        for name in ("S", "N", "V"):
+        planes = {}
+        for name in names:
             out = np.zeros(shape)
             for acc in (self, other):
                 sl = (slice(acc.iy0 - iy0, acc.iy0 - iy0 + acc.shape[0]),
                       slice(acc.ix0 - ix0, acc.ix0 - ix0 + acc.shape[1]))
                 out[sl] += getattr(acc, name)
-            planes.append(out)
-        return Accumulator(*planes, iy0, ix0)
+            planes[name] = out
+        return Accumulator(iy0=iy0, ix0=ix0, **planes)
 
     def dense(self, grid_shape: tuple[int, int]) -> "Accumulator":
         """This accumulator on the whole superpixel grid."""
-        planes = []
-        for name in ("S", "N", "V"):
+        planes = {}
+        for name in self._names():
             out = np.zeros(grid_shape)
             out[self.iy0:self.iy0 + self.shape[0], self.ix0:self.ix0 + self.shape[1]] = getattr(self, name)
-            planes.append(out)
-        return Accumulator(*planes)
+            planes[name] = out
+        return Accumulator(**planes)
 
 
 def tree_reduce(items: Sequence[T], combine: Callable[[T, T], T]) -> T:
@@ -149,6 +167,23 @@ def difference_stats(ref_image, ref_bad, image, bad, box: Box, grid_shape, cfg: 
     either is bad or not finite."""
     diff = ref_image.astype(np.float64) - image.astype(np.float64)
     return image_stats(diff, ref_bad | bad, box, grid_shape, cfg)
+
+
+def difference_sums(ref_image, ref_bad, image, bad, box: Box, grid_shape, cfg: MatchConfig,
+                    plane: np.ndarray | None = None) -> Accumulator:
+    """:func:`difference_stats` of ``ref - image`` with the window sums of its
+    counted pixels' positions (``SX``, ``SY``: centroid placement) and, with
+    ``plane``, of ``plane`` over them (``SP``: e.g. the two variance planes summed)."""
+    from .kernels.centroid import window_sums
+
+    diff = ref_image.astype(np.float64) - image.astype(np.float64)
+    either = ref_bad | bad
+    acc = image_stats(diff, either, box, grid_shape, cfg)
+    ws = window_sums(diff, either, box.x0, box.y0, grid_shape, cfg.x_bin, cfg.y_bin,
+                     window_scale=cfg.window_scale, plane=plane)
+    if (ws.iy0, ws.ix0, ws.N.shape) != (acc.iy0, acc.ix0, acc.shape):  # pragma: no cover - one geometry
+        raise AssertionError("window sums and statistics cover different superpixel blocks")
+    return Accumulator(acc.S, acc.N, acc.V, acc.iy0, acc.ix0, SX=ws.SX, SY=ws.SY, SP=ws.SP)
 
 
 # -- step 2: stats image ------------------------------------------------------
@@ -212,12 +247,17 @@ class VisitModel:
     model_rms: float
     fit_rms: float          # cross-validated: see cross_validated_rms
     status: str = "matched"  # matched | reference | skipped | empty
+    # the global method's diagnostics (bgdask.table.COLUMNS); defaults for the reference method
+    n_partners: int = 0
+    resid_rms: float = float("nan")
+    expected_rms: float = float("nan")
+    n_unknowns: int = 0
     extrap_frac: float = float("nan")  # see extrapolated_fraction
 
     @classmethod
     def zero(cls, visit: int, shape, status: str) -> "VisitModel":
         return cls(visit, np.zeros(shape), 0, 0.0, 0.0, 0.0, status,
-                   0.0 if status == "reference" else float("nan"))
+                   extrap_frac=0.0 if status == "reference" else float("nan"))
 
 
 def difference_model(
@@ -248,6 +288,9 @@ def difference_model(
             f"{label} shares no good superpixel with the reference visit; "
             "set on_no_overlap: skip to leave it unmatched"
         )
+    if acc.SX is not None and cfg.value_placement == "centroid":
+        model = _centroid_model(acc, grid_shape, cfg, visit)
+        return model if overlap is None else replace(model, extrap_frac=extrapolated_fraction(overlap, grid_shape, cfg))
     st = stats_image(acc, grid_shape, cfg, label)
     m = st.values[st.good]
     return VisitModel(
@@ -330,6 +373,40 @@ def extrapolated_fraction(bins: Accumulator, grid_shape, cfg: MatchConfig) -> fl
     if total == 0:
         return float("nan")
     return float(b.N[b.S < cfg.good_pixel_threshold].sum() / total)
+def _centroid_model(acc: Accumulator, grid_shape, cfg: MatchConfig, visit: int) -> VisitModel:
+    """The reference method with ``placement: centroid``: the good values of
+    ref - visit, measured at their counted pixels' centroids, are moved to the
+    nodes by a smoothing fit (:func:`bgdask.kernels.centroid.recentre_values`,
+    weights N / var), then the stats image is made from them as usual.
+    ``fit_rms`` is the RMS of the measured values minus the model read
+    (bilinearly) at their centroids."""
+    from .kernels.centroid import centroids, recentre_values
+    from .kernels.solve import stencils
+
+    dense = acc.dense(grid_shape)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        binned = dense.S / dense.N
+        var = dense.V / dense.N
+    good = (dense.N >= cfg.good_pixel_threshold) & (dense.N > 0) & np.isfinite(binned)
+    cx, cy = centroids(dense.SX, dense.SY, dense.N)
+    weights = np.where(good & (var > 0), dense.N / np.where(var > 0, var, 1.0), 0.0)
+    moved = recentre_values(binned, good, cx, cy, cfg.x_bin, cfg.y_bin, method="fit", weights=weights,
+                            smoothness=cfg.global_smoothness)
+    recentred = Accumulator(np.where(good, moved * dense.N, dense.S), dense.N, dense.V)
+    st = stats_image(recentred, grid_shape, cfg, f"visit {visit}")
+    m = st.values[st.good]
+    ok = good & np.isfinite(cx) & np.isfinite(cy)
+    j, i, nodes, wts = stencils(ok, cfg.x_bin, cfg.y_bin, cx, cy)
+    at_centroid = np.sum(np.where(nodes >= 0, st.values.ravel()[np.maximum(nodes, 0)] * wts, 0.0), axis=1)
+    resid = binned[j, i] - at_centroid
+    return VisitModel(
+        visit=visit,
+        model=st.values,
+        n_good=st.n_good,
+        model_mean=float(np.mean(m)),
+        model_rms=float(np.sqrt(np.mean(m * m))),
+        fit_rms=float(np.sqrt(np.mean(resid * resid))) if resid.size else 0.0,
+    )
 
 
 # -- step 6: offsets ------------------------------------------------------------
@@ -414,6 +491,14 @@ def difference_partial(ref_key, ref_image, ref_bad, key, image, bad, box: Box, g
                        cfg: MatchConfig) -> Partial:
     """Step 4 on one patch: superpixel sums of ref - warp, and both usable counts."""
     acc = difference_stats(ref_image, ref_bad, image, bad, box, grid_shape, cfg)
+    return Partial(acc, ((key, _usable(bad)), (ref_key, _usable(ref_bad))))
+
+
+def difference_partial_sums(ref_key, ref_image, ref_bad, key, image, bad, box: Box, grid_shape,
+                            cfg: MatchConfig) -> Partial:
+    """:func:`difference_partial` with the window sums of the counted pixels'
+    positions (the reference method with ``placement: centroid``)."""
+    acc = difference_sums(ref_image, ref_bad, image, bad, box, grid_shape, cfg)
     return Partial(acc, ((key, _usable(bad)), (ref_key, _usable(ref_bad))))
 
 

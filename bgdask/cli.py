@@ -20,6 +20,7 @@ import traceback
 from pathlib import Path
 
 from . import __version__
+from ._butler_hook import add_butler_arguments, run_butler_match, wants_butler
 from .errors import BgdaskError
 
 log = logging.getLogger("bgdask")
@@ -59,16 +60,71 @@ def _config(args):
     cfg = MatchConfig.from_file(args.config) if getattr(args, "config", None) else MatchConfig()
     if getattr(args, "ref_visit", None) is not None:
         cfg = cfg.replace(ref_visit=args.ref_visit)
-    return cfg
+    return _method_config(args, cfg)
+
+
+#: ``bgdask match`` flags that set a configuration field of the global method
+#: or the placement (flag dest -> field); given, they override the --config file.
+METHOD_FLAGS = {"method": "method", "placement": "placement", "global_smoothness": "global_smoothness",
+                "max_partners": "max_partners", "solver": "solver"}
+
+
+def _method_config(args, cfg):
+    changes = {f: getattr(args, d) for d, f in METHOD_FLAGS.items() if getattr(args, d, None) is not None}
+    if not changes:
+        return cfg
+    from .config import MatchConfig
+
+    return MatchConfig.from_dict({**cfg.to_dict(), **changes}, source="command line")
+
+
+def add_method_arguments(p) -> None:
+    """The flags of the matching method (docs/global.md), defaults from MatchConfig."""
+    from .config import METHODS, PLACEMENT_CHOICES, MatchConfig
+    from .kernels import SOLVERS
+
+    d = MatchConfig()
+    g = p.add_argument_group("method (docs/global.md; each overrides the field of --config)")
+    g.add_argument("--method", choices=METHODS, default=None,
+                   help=f"reference: every visit matched to the reference visit (Rubin's); global: one "
+                        f"least-squares solve through every pair of overlapping visits (default: {d.method})")
+    g.add_argument("--placement", choices=PLACEMENT_CHOICES, default=None,
+                   help="where a superpixel's value sits: centre (Rubin's) or the centroid of its counted "
+                        "pixels (default: auto, centroid for global, centre for reference)")
+    g.add_argument("--global-smoothness", type=float, default=None, metavar="LAMBDA",
+                   help=f"global method: weight of the smoothness prior (default: {d.global_smoothness:g})")
+    g.add_argument("--max-partners", type=int, default=None, metavar="N",
+                   help=f"global method: most partners a visit keeps (default: {d.max_partners})")
+    g.add_argument("--solver", choices=SOLVERS, default=None,
+                   help="global method: sparse solver; auto takes CHOLMOD (pip install 'bgdask[cholmod]') "
+                        "when installed, else SuperLU (default: auto)")
 
 
 def _print_table(table, reference) -> None:
     import pandas as pd
 
+    from .table import shown_columns
+
     _echo(f"reference visit: {reference}")
     with pd.option_context("display.width", 160, "display.max_columns", 30, "display.max_rows", 500,
                            "display.float_format", "{:.4g}".format):
-        _echo(table.to_string())
+        _echo(table[shown_columns(table)].to_string())
+
+
+def _print_global(pairs, info) -> None:
+    """The global method's pair table and solve figures (nothing for the reference method)."""
+    if pairs is None:
+        return
+    import pandas as pd
+
+    _echo(f"pairs: {len(pairs)} (u - v; residual RMS and the RMS expected from the noise, nJy)")
+    with pd.option_context("display.width", 160, "display.max_rows", 500, "display.float_format", "{:.4g}".format):
+        _echo(pairs.to_string(index=False))
+    if info:
+        _echo(f"solve: {info['n_unknowns']} unknowns, {info['n_data_rows']} pair equations, "
+              f"{info['nnz_normal']} non-zeros, factor {info['nnz_factor']} non-zeros "
+              f"({info['factor_bytes'] / 1e6:.1f} MB), {info['solver']}, {info['refinements']} refinement "
+              f"step(s), residual {info['residual']:.1e}")
 
 
 def _print_flagged(table, config) -> list[int]:
@@ -136,8 +192,11 @@ def _run_match(args, source, output, cfg, skymap=None, overwrite=None):
 
 
 def cmd_match(args) -> int:
+    if wants_butler(args):                  # INPUT is a Butler repository (docs/butler.md)
+        return run_butler_match(args)
     result = _run_match(args, args.input, args.output, _config(args), skymap=args.skymap)
     _print_table(result.table, result.reference_visit)
+    _print_global(result.pairs, result.solve_info)
     _print_flagged(result.table, result.config)
     _echo(f"matched tract written to {result.store}")
     if result.unusable:
@@ -153,6 +212,8 @@ def cmd_simulate(args) -> int:
         args.outdir, n_visits=args.visits, num_patches=tuple(args.patches),
         patch_inner=args.patch_size, patch_border=args.border, seed=args.seed,
         noise_sigma=args.noise, partial=not args.full, compress=args.compress,
+        layout=args.layout, gradient_scale=args.gradient_scale, curvature_scale=args.curvature_scale,
+        chip_pitch=args.chip_pitch, gap_width=args.gap_width, step_visit=args.step_visit, step_amp=args.step_amp,
     )
     _echo(f"simulated {len(sim.warps)} warps of {len(sim.visits)} visits in "
           f"{time.perf_counter() - t0:.1f} s: {sim.skymap}")
@@ -199,9 +260,13 @@ def cmd_inspect(args) -> int:
           f"{int((st.usable & done).sum())} with usable pixels")
     flagged = []
     if st.models_done:
+        cfg = st.config
+        if cfg is not None and cfg.method != "reference":
+            _echo(f"method: {cfg.method} (placement {cfg.value_placement})")
         table = st.table()
         _print_table(table, st.reference_visit)
-        flagged = _print_flagged(table, st.config)
+        _print_global(st.pairs(), st.solve_info)
+        flagged = _print_flagged(table, cfg)
     else:
         _echo("models: not computed yet")
     if not complete:
@@ -315,6 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write Dask's performance report (HTML) to FILE")
     p.add_argument("--chunk-rows", type=int, default=None, metavar="N",
                    help="rows per output chunk and per stage-C task (default: dask config bgdask.chunk-rows, 1024)")
+    add_method_arguments(p)
+    add_butler_arguments(p)
     add_cluster_arguments(p)
 
     p = _command(sub, "simulate", "write a synthetic tract with known truth",
@@ -332,6 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed (equal seeds give equal files)")
     p.add_argument("--full", action="store_true", help="every visit covers the whole tract")
     p.add_argument("--compress", action="store_true", help="write tile-compressed .fits.fz files")
+    _simulate_test_arguments(p)
 
     p = _command(sub, "demo", "simulate a small tract and match it",
                  "Simulate 4 visits on 3 x 3 patches, match them on a local cluster, print the error\n"
@@ -393,6 +461,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--print-job-script", action="store_true", help="print the job script (what this command does)")
     add_cluster_arguments(p)
     return parser
+
+
+def _simulate_test_arguments(p) -> None:
+    """``bgdask simulate``'s options for testing the matching methods (bgdask.simulate.make_tract)."""
+    from .simulate import GAP_WIDTH, LAYOUTS
+
+    g = p.add_argument_group("harder tracts (testing the matching methods; docs/global.md)")
+    g.add_argument("--layout", choices=LAYOUTS, default="random",
+                   help="chain: footprints in a chain along the tract, the first visit sharing no pixel "
+                        "with the third and beyond")
+    g.add_argument("--gradient-scale", type=float, default=1.0, metavar="F",
+                   help="multiply every sky's gradients (5: up to 40 nJy across the tract)")
+    g.add_argument("--curvature-scale", type=float, default=1.0, metavar="F",
+                   help="multiply every sky's curvatures")
+    g.add_argument("--chip-pitch", type=float, default=None, metavar="PIXELS",
+                   help="chip size of the focal planes (default: a quarter of the tract's smaller side)")
+    g.add_argument("--gap-width", type=float, default=GAP_WIDTH, metavar="PIXELS", help="chip gap width")
+    g.add_argument("--step-visit", type=int, default=None, metavar="V",
+                   help="give visit V a sharp step in its sky (a structure no smooth model follows)")
+    g.add_argument("--step-amp", type=float, default=5.0, metavar="NJY", help="the step's height (nJy)")
 
 
 def _parse(parser: argparse.ArgumentParser, argv) -> argparse.Namespace:

@@ -12,14 +12,21 @@ from typing import Any, Mapping
 import yaml
 
 from .errors import ConfigError
-from .kernels import EXTRAPOLATIONS, STATISTICS, STYLES
+from .kernels import DEFAULT_SMOOTHNESS, EXTRAPOLATIONS, MAX_PARTNERS, PLACEMENTS, SOLVERS, STATISTICS, STYLES
 
-__all__ = ["MatchConfig", "STATISTICS", "INTERPOLATIONS", "EXTRAPOLATIONS"]
+__all__ = ["MatchConfig", "STATISTICS", "INTERPOLATIONS", "EXTRAPOLATIONS", "METHODS"]
 
 #: The interpolation styles (owned, like STATISTICS and EXTRAPOLATIONS, by bgdask.kernels).
 INTERPOLATIONS = STYLES
 UNDERSAMPLE_STYLES = ("REDUCE_INTERP_ORDER", "THROW_EXCEPTION")
 NO_OVERLAP_POLICIES = ("raise", "skip")
+#: Matching methods: Rubin's (every visit to one reference visit) and the
+#: global solve through every overlap (docs/global.md).
+METHODS = ("reference", "global")
+#: ``placement`` values: where each method's default puts them, or one of PLACEMENTS.
+PLACEMENT_CHOICES = ("auto", *PLACEMENTS)
+#: The placement ``auto`` means, per method.
+DEFAULT_PLACEMENT = {"reference": "centre", "global": "centroid"}
 
 
 def _doc(text: str, **kw) -> Any:
@@ -31,9 +38,10 @@ class MatchConfig:
     """Configuration of background matching.
 
     Field names and defaults follow Rubin's ``MatchBackgroundsConfig`` in
-    snake_case; ``extrapolation``, ``window_scale``, ``on_no_overlap`` and
-    ``max_match_ratio`` are bgdask's additions. Every field is checked on construction; a bad value
-    raises :class:`~bgdask.errors.ConfigError` naming the field.
+    snake_case; ``extrapolation``, ``window_scale``, ``on_no_overlap``, the
+    global method's fields and ``max_match_ratio`` are bgdask's additions.
+    Every field is checked on construction; a bad value raises
+    :class:`~bgdask.errors.ConfigError` naming the field.
     """
 
     ref_visit: int | None = _doc("reference visit; chosen by the cost function when None", default=None)
@@ -73,6 +81,31 @@ class MatchConfig:
     on_no_overlap: str = _doc(
         "a visit sharing no good superpixel with the reference: raise, or skip it (unmatched)",
         default="raise",
+    )
+    method: str = _doc(
+        "reference: match every visit to the reference visit (Rubin's); global: one least-squares solve "
+        "through every pair of overlapping visits, chaining visits to the reference (docs/global.md)",
+        default="reference",
+    )
+    placement: str = _doc(
+        "where a superpixel's value sits: centre (Rubin's), centroid (of the pixels it counted), or auto: "
+        "centroid for the global method, centre for the reference method",
+        default="auto",
+    )
+    global_smoothness: float = _doc(
+        "global method: weight of the thin-plate smoothness prior relative to the median pair weight "
+        "(dimensionless, the same physical prior at every bin size)",
+        default=DEFAULT_SMOOTHNESS,
+    )
+    max_partners: int = _doc(
+        "global method: most partners a visit keeps (pairs with the reference and those that keep the "
+        "visits connected are always kept)",
+        default=MAX_PARTNERS,
+    )
+    solver: str = _doc(
+        "global method: sparse solver: auto (CHOLMOD when scikit-sparse is installed, else SuperLU), "
+        "cholmod or superlu",
+        default="auto",
     )
     max_match_ratio: float = _doc(
         "a visit whose match_ratio (RMS of reference - matched visit over what the variance planes "
@@ -116,6 +149,15 @@ class MatchConfig:
         s(self, "undersample_style", _choice("undersample_style", self.undersample_style, UNDERSAMPLE_STYLES, upper=True))
         s(self, "extrapolation", _choice("extrapolation", self.extrapolation, EXTRAPOLATIONS))
         s(self, "on_no_overlap", _choice("on_no_overlap", self.on_no_overlap, NO_OVERLAP_POLICIES))
+        s(self, "method", _choice("method", self.method, METHODS))
+        s(self, "placement", _choice("placement", self.placement, PLACEMENT_CHOICES))
+        s(self, "solver", _choice("solver", self.solver, SOLVERS))
+        s(self, "global_smoothness", _as_float("global_smoothness", self.global_smoothness))
+        if self.global_smoothness < 0:
+            raise ConfigError(f"config field 'global_smoothness' must be >= 0, got {self.global_smoothness}")
+        s(self, "max_partners", _as_int("max_partners", self.max_partners))
+        if self.max_partners < 1:
+            raise ConfigError(f"config field 'max_partners' must be >= 1, got {self.max_partners}")
         if not isinstance(self.do_smooth, bool):
             raise ConfigError(f"config field 'do_smooth' must be true or false, got {self.do_smooth!r}")
         planes = self.bad_mask_planes
@@ -181,6 +223,12 @@ class MatchConfig:
     def good_pixel_threshold(self) -> float:
         """The least N of a good superpixel: min_frac * x_bin * y_bin."""
         return self.min_frac * self.x_bin * self.y_bin
+
+    @property
+    def value_placement(self) -> str:
+        """Where this run places the superpixel values: ``placement``, with
+        ``auto`` resolved by the method (centroid for global, centre for reference)."""
+        return DEFAULT_PLACEMENT[self.method] if self.placement == "auto" else self.placement
 
     @classmethod
     def field_docs(cls) -> list[tuple[str, Any, str]]:

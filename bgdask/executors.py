@@ -39,16 +39,16 @@ class Executor:
         return cls(client, scheduler, progress)
 
     def compute(self, graph, keys: Sequence, label: str = "", keep: Collection | None = None) -> list:
-        """The values of ``keys`` of ``graph`` (a HighLevelGraph whose last
-        layer holds them). With ``keep``, only the values of those keys are
-        returned (None for the others, which are only waited for: on a
-        cluster their results are released as they finish, not gathered)."""
+        """The values of ``keys`` of ``graph`` (a HighLevelGraph; they are in
+        one layer). With ``keep``, only the values of those keys are returned
+        (None for the others, which are only waited for: on a cluster their
+        results are released as they finish, not gathered)."""
         if not keys:
             return []
         import dask
         from dask.delayed import Delayed
 
-        layer = next(reversed(graph.layers))
+        layer = next(name for name, lay in graph.layers.items() if keys[0] in lay)
         objs = [Delayed(k, graph, layer=layer) for k in keys]
         wanted = [keep is None or k in keep for k in keys]
         if self.client is None:

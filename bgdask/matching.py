@@ -70,6 +70,10 @@ class MatchResult:
     timings: dict[str, float] = field(default_factory=dict)
     store: str | None = None
     seam: dict[str, np.ndarray] | None = None
+    #: the global method's per-pair table (pandas DataFrame: :data:`bgdask.table.PAIR_COLUMNS`)
+    #: and its solve's figures; None for the reference method
+    pairs: Any = None
+    solve_info: dict | None = None
 
     def keys(self) -> list[tuple[int, int]]:
         """(visit, patch) of every matched warp, sorted."""
@@ -111,6 +115,15 @@ def solve(tract: Tract, cfg: MatchConfig, executor: Executor,
     """Stages A and B: the reference (given or chosen), every visit's model,
     every warp's usable count; and the reference-choice criteria per visit."""
     timings = {} if timings is None else timings
+    if cfg.method == "global":
+        from . import global_stage
+
+        sol, criteria = global_stage.solve(tract, cfg, executor, timings)
+        log.info("global method: reference visit %s, %d pairs, %d unknowns (stage A %.2f s, stage B %.2f s)",
+                 sol.reference, len(sol.pairs), sol.solve_info["n_unknowns"], timings["stage A"],
+                 timings["stage B"])
+        warn_if_nothing_matched(sol)
+        return sol, criteria
     t0 = time.perf_counter()
     if cfg.ref_visit is None:
         ref, criteria = stage_a(tract, cfg, executor)
@@ -204,7 +217,7 @@ def _match(ds, config, skymap, executor) -> tuple[MatchResult, Tract, Solution]:
     warn_unusable(unusable, describe_warp(tract))
     result = MatchResult(sol.reference, visit_table(tract.visits, criteria, sol.models), dict(sol.models),
                          tract.skymap, cfg, matched_dataset(tract, cfg, sol), dict(tract.mask_planes),
-                         unusable, timings)
+                         unusable, timings, pairs=sol.pairs, solve_info=sol.solve_info)
     return result, tract, sol
 
 

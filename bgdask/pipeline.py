@@ -86,6 +86,10 @@ def prepare(
         raise StoreError(f"{output}: the output is the input store")
     if cfg.ref_visit is not None and cfg.ref_visit not in catalog.visits:
         raise ConfigError(f"ref_visit {cfg.ref_visit} is not among the input visits {catalog.visits}")
+    if cfg.method == "global" and cfg.solver == "cholmod":
+        from .kernels.solve import check_solver
+
+        check_solver(cfg.solver)
     fp = fingerprint(catalog.items(), cfg.to_json(), json.dumps(sm.to_dict(), sort_keys=True), rows)
 
     store, out_path = None, Path(output)
@@ -130,7 +134,8 @@ def run(prepared: Prepared, client=None, *, scheduler: str | None = None, progre
     store = p.resume_store
     if store is not None:
         table = store.table()
-        sol = Solution(store.reference_visit, store.models(), _stored_usable(store))
+        sol = Solution(store.reference_visit, store.models(), _stored_usable(store), pairs=store.pairs(),
+                       solve_info=store.solve_info)
         say(f"resuming {output}: models from the store, reference visit {sol.reference}")
     else:
         # stages A and B first: bad input fails here, before any store exists
@@ -143,6 +148,8 @@ def run(prepared: Prepared, client=None, *, scheduler: str | None = None, progre
                 config=cfg, chunk_rows=p.chunk_rows, overwrite=p.overwrite,
                 attrs={"config": cfg.to_json(), "skymap": p.skymap.to_dict(), "mask_planes": tract.mask_planes,
                        "fingerprint": p.fingerprint, "source": os.path.abspath(p.catalog.source)})
+            if sol.pairs is not None:      # the global method's pair table, before models_done
+                store.write_pairs(sol.pairs, sol.solve_info)
             store.write_models(sol.models, table, sol.reference, _usable_array(tract, sol))
         except OSError as exc:
             raise StoreError(f"{output}: cannot write the store ({exc})") from None
@@ -165,7 +172,8 @@ def run(prepared: Prepared, client=None, *, scheduler: str | None = None, progre
         raise StoreError(f"{output}: some warps were not written", api="run again with resume=True",
                          cli="run again with --resume")
     return MatchResult(sol.reference, table, dict(sol.models), p.skymap, cfg, store.dataset(),
-                       dict(tract.mask_planes), unusable_warps(sol), timings, store=output, seam=store.seam())
+                       dict(tract.mask_planes), unusable_warps(sol), timings, store=output,
+                       pairs=sol.pairs, solve_info=sol.solve_info, seam=store.seam())
 
 
 def match_backgrounds(

@@ -23,7 +23,7 @@ on the scheduler, so every scheduler gives the same numbers bit for bit.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
 import numpy as np
@@ -60,35 +60,36 @@ class Tract:
     row_starts: list[int]
     row_sizes: list[int]
     token: str
-    _specs: dict = field(default_factory=dict, repr=False)
-
-    @property
-    def keys(self) -> list[tuple[int, int]]:
-        """(visit, patch) of every present warp, visit-major."""
-        return [(v, p) for vi, v in enumerate(self.visits) for pi, p in enumerate(self.patches)
-                if self.present[vi, pi]]
-
-    def index(self, key: tuple[int, int]) -> tuple[int, int]:
-        return self._vidx[key[0]], self._pidx[key[1]]
 
     def __post_init__(self):
         self._vidx = {v: i for i, v in enumerate(self.visits)}
         self._pidx = {p: i for i, p in enumerate(self.patches)}
+        #: (visit, patch) of every present warp, visit-major
+        self.keys = [(v, p) for vi, v in enumerate(self.visits) for pi, p in enumerate(self.patches)
+                     if self.present[vi, pi]]
+        self.keys_of = {v: [k for k in self.keys if k[0] == v] for v in self.visits}
+        self._arrays = {plane: self.ds[plane].data for plane in REQUIRED_VARIABLES}
+        self._specs = {}
+        for plane, arr in self._arrays.items():
+            layer = arr.__dask_graph__().layers.get(arr.name)
+            self._specs[plane] = getattr(layer, "specs", None)
+
+    def index(self, key: tuple[int, int]) -> tuple[int, int]:
+        return self._vidx[key[0]], self._pidx[key[1]]
 
     def array(self, plane: str):
-        return self.ds[plane].data
+        return self._arrays[plane]
 
     def blocks(self, plane: str, vi: int, pi: int) -> list:
         """The chunks of one warp's plane: :class:`BlockRead` specs where the
         collection's chunk is a read task, else references to the chunk."""
-        from ._compat import TaskRef
-
-        arr = self.array(plane)
-        layer = arr.__dask_graph__().layers.get(arr.name)
-        specs = getattr(layer, "specs", None)
+        specs = self._specs[plane]
         if specs is not None:
             return list(specs[vi, pi])
-        return [TaskRef((arr.name, vi, pi, yi, 0)) for yi in range(len(self.row_starts))]
+        from ._compat import TaskRef
+
+        name = self._arrays[plane].name
+        return [TaskRef((name, vi, pi, yi, 0)) for yi in range(len(self.row_starts))]
 
     def rows_of(self, yi: int) -> slice:
         return slice(self.row_starts[yi], self.row_starts[yi] + self.row_sizes[yi])
@@ -176,6 +177,15 @@ def _leaf_b(ref_key, ref_image, ref_mask, key, image_blocks, mask_blocks, box, y
     return part if inner is None else replace(part, overlap=bg.overlap_bins(bad, r_bad, box, inner, grid, cfg))
 
 
+def _leaf_b_sums(ref_key, ref_image, ref_mask, key, image_blocks, mask_blocks, box, y_starts, bad_bits, grid, cfg,
+                 inner=None):
+    """:func:`_leaf_b` with the centroid sums (``placement: centroid``)."""
+    r_image, r_bad = _image_and_bad(ref_image, ref_mask, box, y_starts, bad_bits)
+    image, bad = _image_and_bad(image_blocks, mask_blocks, box, y_starts, bad_bits)
+    part = bg.difference_partial_sums(ref_key, r_image, r_bad, key, image, bad, box, grid, cfg)
+    return part if inner is None else replace(part, overlap=bg.overlap_bins(bad, r_bad, box, inner, grid, cfg))
+
+
 def _leaf_count(key, image_blocks, mask_blocks, box, y_starts, bad_bits, grid=None, cfg=None, inner=None):
     _, bad = _image_and_bad(image_blocks, mask_blocks, box, y_starts, bad_bits)
     part = bg.usable_partial(key, bad)
@@ -189,11 +199,14 @@ class _Graph:
 
     def __init__(self, tract: Tract, stage: str, extra: str = ""):
         self.tract = tract
-        self.name = f"bgdask-{stage}-{tract.token}{extra}"
+        self.stage, self.token = stage, f"{tract.token}{extra}"
+        self.name = f"bgdask-{stage}-{self.token}"
         self.layer: dict = {}
 
     def key(self, kind: str, *index) -> tuple:
-        return (f"{self.name}-{kind}", *index)
+        """A task's key: its name starts ``bgdask-<stage>-<kind>``, which is
+        how the dashboard and task streams group it (tokens come after)."""
+        return (f"bgdask-{self.stage}-{kind}-{self.token}", *index)
 
     def task(self, key, fn, *args):
         from ._compat import Task
@@ -249,13 +262,20 @@ def _common(tract: Tract, cfg: MatchConfig):
 
 def stage_a(tract: Tract, cfg: MatchConfig, executor) -> tuple[int, dict]:
     """The reference visit and every visit's reference-choice criteria and cost."""
+    graph, keys = graph_a(tract, cfg)
+    criteria = executor.compute(graph, keys, "stage A: reference choice")
+    return choose_reference({c.visit: c for c in criteria}, cfg)
+
+
+def graph_a(tract: Tract, cfg: MatchConfig):
+    """Stage A's graph and its outputs' keys (one ReferenceCriteria per visit)."""
     grid, bits = _common(tract, cfg)
     g = _Graph(tract, "a", cfg_token(cfg))
     ys = tract.row_starts
     figs = []
     for v in tract.visits:
         leaves = []
-        for key in (k for k in tract.keys if k[0] == v):
+        for key in tract.keys_of[v]:
             vi, pi = tract.index(key)
             leaves.append(g.task(g.key("warp", vi, pi), _leaf_a, key, *g.planes(vi, pi, "image", "mask"),
                                  tract.boxes[key[1]], ys, bits, grid, cfg))
@@ -263,23 +283,41 @@ def stage_a(tract: Tract, cfg: MatchConfig, executor) -> tuple[int, dict]:
             continue
         total = g.tree("sum", (tract._vidx[v],), leaves)
         figs.append(g.task(g.key("criteria", tract._vidx[v]), visit_criteria, g.ref(total), grid, cfg, v))
-    criteria = executor.compute(g.graph(), figs, "stage A: reference choice")
-    return choose_reference({c.visit: c for c in criteria}, cfg)
+    return g.graph(), figs
 
 
 def stage_b(tract: Tract, cfg: MatchConfig, ref: int, executor) -> tuple[dict, dict]:
     """Every visit's difference model (the reference's is zero) and every
     warp's number of usable pixels."""
+    graph, jobs, rest, order = graph_b(tract, cfg, ref)
+    results = executor.compute(graph, jobs + rest, "stage B: difference models")
+    grid, _ = _common(tract, cfg)
+    models = {v: model for v, (model, _) in zip(order, results[: len(jobs)])}
+    models[ref] = bg.VisitModel.zero(ref, grid, "reference")
+    pixels: dict[tuple[int, int], int] = {}
+    for _, pairs in results[: len(jobs)]:
+        pixels.update(pairs)
+    for part in results[len(jobs):]:
+        pixels.update(part.usable_pixels)
+    for v in tract.visits:               # a visit with no warp at all
+        models.setdefault(v, bg.VisitModel.zero(v, grid, "empty"))
+    return dict(sorted(models.items())), pixels
+
+
+def graph_b(tract: Tract, cfg: MatchConfig, ref: int):
+    """Stage B's graph; the keys of the visits' (model, usable counts), of the
+    usable counts of reference warps no difference reads, and those visits."""
     grid, bits = _common(tract, cfg)
     g = _Graph(tract, "b", cfg_token(cfg, ref))
     ys = tract.row_starts
     present = set(tract.keys)
+    leaf_b = _leaf_b_sums if cfg.value_placement == "centroid" else _leaf_b
     jobs, order, read_refs = [], [], set()
     for v in tract.visits:
         if v == ref:
             continue
         leaves = []
-        for key in (k for k in tract.keys if k[0] == v):
+        for key in tract.keys_of[v]:
             vi, pi = tract.index(key)
             box = tract.boxes[key[1]]
             inner = tract.skymap.inner_box(key[1])
@@ -287,7 +325,7 @@ def stage_b(tract: Tract, cfg: MatchConfig, ref: int, executor) -> tuple[dict, d
             own = g.planes(vi, pi, "image", "mask")
             if ref_key in present:
                 ri, _ = tract.index(ref_key)
-                leaves.append(g.task(g.key("diff", vi, pi), _leaf_b, ref_key, *g.planes(ri, pi, "image", "mask"),
+                leaves.append(g.task(g.key("diff", vi, pi), leaf_b, ref_key, *g.planes(ri, pi, "image", "mask"),
                                      key, *own, box, ys, bits, grid, cfg, inner))
                 read_refs.add(ref_key)
             else:
@@ -304,17 +342,7 @@ def stage_b(tract: Tract, cfg: MatchConfig, ref: int, executor) -> tuple[dict, d
             vi, pi = tract.index(key)
             rest.append(g.task(g.key("count", vi, pi), _leaf_count, key, *g.planes(vi, pi, "image", "mask"),
                                tract.boxes[key[1]], ys, bits))
-    results = executor.compute(g.graph(), jobs + rest, "stage B: difference models")
-    models = {v: model for v, (model, _) in zip(order, results[: len(jobs)])}
-    models[ref] = bg.VisitModel.zero(ref, grid, "reference")
-    pixels: dict[tuple[int, int], int] = {}
-    for _, pairs in results[: len(jobs)]:
-        pixels.update(pairs)
-    for part in results[len(jobs):]:
-        pixels.update(part.usable_pixels)
-    for v in tract.visits:               # a visit with no warp at all
-        models.setdefault(v, bg.VisitModel.zero(v, grid, "empty"))
-    return dict(sorted(models.items())), pixels
+    return g.graph(), jobs, rest, order
 
 
 def cfg_token(cfg: MatchConfig, *extra) -> str:
@@ -331,6 +359,10 @@ class Solution:
     reference: int
     models: Mapping[int, bg.VisitModel]
     usable_pixels: Mapping[tuple[int, int], int]
+    #: the global method's per-pair table (pandas DataFrame) and its solve's
+    #: figures (:func:`bgdask.global_stage.solve_info_attrs`); None for the reference method
+    pairs: Any = None
+    solve_info: Mapping[str, Any] | None = None
 
     def matches(self, key: tuple[int, int]) -> bool:
         """Whether a warp gets its visit's offset (unusable warps pass unchanged)."""
@@ -379,7 +411,7 @@ def matched_arrays(tract: Tract, cfg: MatchConfig, sol: Solution) -> dict:
     g = _Graph(tract, "c", cfg_token(cfg, sol.reference, id(sol)))
     coarse_keys = _coarse_layer(g, tract, cfg, sol, tract.keys)
     src = tract.array("image")
-    name, cname = g.name, g.name + "-offset-coarse"
+    name, cname = g.key("matched")[0], g.key("offset-coarse")[0]
     width = src.shape[3]
     _, _, _, padded = coarse_geometry(tract, cfg)
     present = set(tract.keys)
@@ -396,7 +428,15 @@ def matched_arrays(tract: Tract, cfg: MatchConfig, sol: Solution) -> dict:
                 g.task((name, vi, pi, yi, 0), _matched_block, spec, g.ref(coarse_keys[key]), box,
                        tract.rows_of(yi), width, sol.matches(key), cfg)
             g.task((cname, vi, pi, 0, 0), _padded_coarse, g.ref(coarse_keys[key]), padded)
+    # two layers, each named as the array made of it: the coarse grids' layer
+    # depends on the one holding the models and the image
+    from dask.highlevelgraph import HighLevelGraph
+
+    grid_layer = {k: g.layer.pop(k) for k in [k for k in g.layer if k[0] == cname]}
+    g.name = name
     graph = g.graph()
+    graph = HighLevelGraph({**graph.layers, cname: grid_layer},
+                           {**graph.dependencies, cname: {name}})
     image = da.Array(graph, name, chunks=src.chunks, dtype=PLANE_DTYPES["image"],
                      meta=np.empty((0, 0, 0, 0), dtype=PLANE_DTYPES["image"]))
     nv, npch = len(tract.visits), len(tract.patches)

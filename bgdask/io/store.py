@@ -25,6 +25,9 @@ Layout
 * attributes: ``reference_visit``, ``config``, ``skymap``, ``mask_planes``
   (JSON), ``fingerprint``, ``source``, ``models_done``, ``complete``,
   ``stage_times`` (JSON), ``bgdask_version``.
+* the global method only: the per-pair table (pair): arrays ``pair_<column>``
+  of :data:`bgdask.table.PAIR_COLUMNS`, and the attribute ``global_solve``
+  (JSON: the solve's size, solver and residual).
 
 The metadata is written once from a template built beside the target and
 renamed into place; afterwards every writer covers whole chunks (one row
@@ -51,7 +54,8 @@ import numpy as np
 
 from ..errors import StoreError
 from ..geometry import Box, SkyMap, coarse_cells, coarse_shape, superpixel_shape
-from ..table import COLUMNS, QUALITY_COLUMNS, SEAM_PLANES, table_from_arrays, table_to_arrays
+from ..table import (COLUMNS, PAIR_COLUMNS, QUALITY_COLUMNS, SEAM_PLANES, pair_table_from_arrays,
+                     pair_table_to_arrays, table_from_arrays, table_to_arrays)
 from .warp import PLANE_DTYPES, PLANE_FILL, PLANES
 
 __all__ = ["Store", "StoreWarp", "fingerprint", "is_store", "check_replaceable"]
@@ -59,7 +63,7 @@ __all__ = ["Store", "StoreWarp", "fingerprint", "is_store", "check_replaceable"]
 #: Arrays every bgdask store has.
 REQUIRED = (*PLANES, "present", "done", "visit", "patch", "x0", "y0", "width", "height")
 #: Attributes holding JSON text.
-JSON_ATTRS = ("config", "skymap", "mask_planes", "stage_times")
+JSON_ATTRS = ("config", "skymap", "mask_planes", "stage_times", "global_solve")
 #: The one message a zarr warning about consolidated metadata deserves: none
 #: (it is a zarr-python extension of Zarr v3 that xarray reads).
 _CONSOLIDATED_WARNING = "Consolidated metadata is currently not part"
@@ -292,6 +296,20 @@ class Store:
         if "seam" not in set(self.group.array_keys()):
             return None
         return dict(zip(SEAM_PLANES, self._read("seam")))
+    def pairs(self):
+        """The global method's per-pair table (a pandas DataFrame), or None
+        (the reference method)."""
+        names = set(self.group.array_keys())
+        wanted = [f"pair_{n}" for n in PAIR_COLUMNS]
+        if not all(n in names for n in wanted):
+            return None
+        return pair_table_from_arrays({n: self._read(n) for n in wanted})
+
+    @property
+    def solve_info(self) -> dict | None:
+        """The global method's solve figures (attribute ``global_solve``), or None."""
+        info = self.attrs.get("global_solve")
+        return dict(info) if info else None
 
     def models(self) -> dict:
         """Each visit's :class:`~bgdask.background.VisitModel` as stage B stored it."""
@@ -301,7 +319,7 @@ class Store:
         table = self.table()
         return {v: VisitModel(v, diff[i], int(table.loc[v, "n_good"]), table.loc[v, "model_mean"],
                               table.loc[v, "model_rms"], table.loc[v, "fit_rms"], table.loc[v, "status"],
-                              table.loc[v, "extrap_frac"])
+                              extrap_frac=table.loc[v, "extrap_frac"])
                 for i, v in enumerate(self.visits)}
 
     def coarse(self, visit: int, patch: int) -> tuple[np.ndarray, int, int]:
@@ -445,6 +463,19 @@ class Store:
             if name in QUALITY_COLUMNS:
                 group[name][:] = values
         group["seam"][:] = seam
+        self._consolidate()
+
+    def write_pairs(self, table, solve_info: Mapping[str, Any]) -> None:
+        """The global method's per-pair table (arrays along ``pair``) and its
+        solve's figures (attribute ``global_solve``); before :meth:`write_models`."""
+        group = self._writable()
+        for name, values in pair_table_to_arrays(table).items():
+            arr = group.create_array(name, shape=values.shape, dtype=values.dtype,
+                                     chunks=(max(len(values), 1),), dimension_names=["pair"],
+                                     fill_value=0, overwrite=True)
+            if len(values):
+                arr[:] = values
+        group.attrs.update(global_solve=_encode(dict(solve_info)))
         self._consolidate()
 
     def mark_complete(self, **extra_attrs) -> bool:
