@@ -8,7 +8,7 @@ the warps, whichever scheduler runs them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Sequence, TypeVar
 
 import numpy as np
@@ -44,6 +44,9 @@ __all__ = [
     "difference_partial_sums",
     "usable_partial",
     "visit_model",
+    "cross_validated_rms",
+    "overlap_bins",
+    "extrapolated_fraction",
     "warp_coarse",
     "matched_rows",
 ]
@@ -210,19 +213,25 @@ def stats_image(acc: Accumulator, grid_shape, cfg: MatchConfig, label: str) -> S
     if not good.any():
         raise ModelError(f"{label}: no good superpixel (every superpixel has fewer than "
                          f"{cfg.good_pixel_threshold:g} usable pixels)")
+    filled = _filled(binned, good, cfg, label)
+    return StatsImage(values=filled, binned=binned, good=good, variance=variance)
+
+
+def _filled(binned: np.ndarray, good: np.ndarray, cfg: MatchConfig, label: str) -> np.ndarray:
+    """Step 2 from the binned values: the ``good`` ones (smoothed with
+    ``do_smooth``), the others filled by interpolation along rows, then columns."""
     values = np.where(good, binned, np.nan)
     defined = good
     if cfg.do_smooth:
         values, defined = smooth_gappy(values, good, cfg.smooth_scale)
-    ny, nx = acc.shape
+    ny, nx = binned.shape
     xc = superpixel_centers(nx, cfg.x_bin)
     yc = superpixel_centers(ny, cfg.y_bin)
     try:
-        filled = fill_gaps(values, defined, xc, yc, cfg.interpolation, cfg.extrapolation,
-                           cfg.undersample_style == "REDUCE_INTERP_ORDER")
+        return fill_gaps(values, defined, xc, yc, cfg.interpolation, cfg.extrapolation,
+                         cfg.undersample_style == "REDUCE_INTERP_ORDER")
     except UndersampledError as exc:
         raise ModelError(f"{label}: {exc} (undersample_style THROW_EXCEPTION)") from None
-    return StatsImage(values=filled, binned=binned, good=good, variance=variance)
 
 
 # -- step 5: difference model -------------------------------------------------
@@ -236,21 +245,24 @@ class VisitModel:
     n_good: int
     model_mean: float
     model_rms: float
-    fit_rms: float
+    fit_rms: float          # cross-validated: see cross_validated_rms
     status: str = "matched"  # matched | reference | skipped | empty
     # the global method's diagnostics (bgdask.table.COLUMNS); defaults for the reference method
     n_partners: int = 0
     resid_rms: float = float("nan")
     expected_rms: float = float("nan")
     n_unknowns: int = 0
+    extrap_frac: float = float("nan")  # see extrapolated_fraction
 
     @classmethod
     def zero(cls, visit: int, shape, status: str) -> "VisitModel":
-        return cls(visit, np.zeros(shape), 0, 0.0, 0.0, 0.0, status)
+        return cls(visit, np.zeros(shape), 0, 0.0, 0.0, 0.0, status,
+                   extrap_frac=0.0 if status == "reference" else float("nan"))
 
 
 def difference_model(
-    acc: Accumulator, grid_shape, cfg: MatchConfig, visit: int, has_data: bool = True
+    acc: Accumulator, grid_shape, cfg: MatchConfig, visit: int, has_data: bool = True,
+    overlap: Accumulator | None = None,
 ) -> VisitModel:
     """The model of ``visit`` from its difference accumulator.
 
@@ -260,8 +272,11 @@ def difference_model(
     ``on_no_overlap: skip`` it is ``skipped`` (zero model, left unmatched).
 
     The figures are over the good superpixels (where the visit overlaps the
-    reference): mean and RMS (root mean square) of the model, and RMS of
-    binned difference minus model.
+    reference): mean and RMS (root mean square) of the model, and the
+    cross-validated RMS of binned difference minus model
+    (:func:`cross_validated_rms`); with ``overlap`` (:func:`overlap_bins`
+    summed over its warps), the share of its pixels whose offset is
+    extrapolated (:func:`extrapolated_fraction`).
     """
     label = f"visit {visit}"
     if not (acc.N >= cfg.good_pixel_threshold).any():
@@ -274,20 +289,90 @@ def difference_model(
             "set on_no_overlap: skip to leave it unmatched"
         )
     if acc.SX is not None and cfg.value_placement == "centroid":
-        return _centroid_model(acc, grid_shape, cfg, visit)
+        model = _centroid_model(acc, grid_shape, cfg, visit)
+        return model if overlap is None else replace(model, extrap_frac=extrapolated_fraction(overlap, grid_shape, cfg))
     st = stats_image(acc, grid_shape, cfg, label)
     m = st.values[st.good]
-    resid = st.binned[st.good] - m
     return VisitModel(
         visit=visit,
         model=st.values,
         n_good=st.n_good,
         model_mean=float(np.mean(m)),
         model_rms=float(np.sqrt(np.mean(m * m))),
-        fit_rms=float(np.sqrt(np.mean(resid * resid))),
+        fit_rms=cross_validated_rms(st, cfg, label),
+        extrap_frac=float("nan") if overlap is None else extrapolated_fraction(overlap, grid_shape, cfg),
     )
 
 
+#: The folds of :func:`cross_validated_rms`: superpixel (ix, iy) is in fold (ix + iy) % CV_FOLDS.
+CV_FOLDS = 2
+
+
+def cross_validated_rms(st: StatsImage, cfg: MatchConfig, label: str = "") -> float:
+    """RMS over the good superpixels of (binned difference - the model made
+    without them): the good superpixels are split into a checkerboard of
+    :data:`CV_FOLDS` folds; each fold is predicted by step 2 from the others.
+
+    Unlike the residual at the fitted superpixels (zero without smoothing:
+    the model goes through them), it grows with noise and with structure the
+    model cannot follow between superpixels. NaN when no fold can be
+    predicted (too few good superpixels)."""
+    ny, nx = st.good.shape
+    fold = np.add.outer(np.arange(ny), np.arange(nx)) % CV_FOLDS
+    resid = []
+    for k in range(CV_FOLDS):
+        held = st.good & (fold == k)
+        train = st.good & ~held
+        if not held.any() or not train.any():
+            continue
+        try:
+            pred = _filled(st.binned, train, cfg, label)
+        except ModelError:
+            continue
+        resid.append(st.binned[held] - pred[held])
+    r = np.concatenate(resid) if resid else np.zeros(0)
+    r = r[np.isfinite(r)]
+    return float(np.sqrt(np.mean(r * r))) if r.size else float("nan")
+
+
+def overlap_bins(bad: np.ndarray, ref_bad: np.ndarray | None, box: Box, inner: Box, grid_shape,
+                 cfg: MatchConfig) -> Accumulator:
+    """Per superpixel *bin* of one warp's inner box, its usable pixels
+    (``N``) and those of them the reference has usable too (``S``; the
+    reference lacks the patch when ``ref_bad`` is None). Pixel (x, y) is in
+    bin (min(x // x_bin, nx - 1), min(y // y_bin, ny - 1)): the tract's last
+    partial bins join the last superpixels. Inner boxes tile the tract, so
+    summed over a visit's warps every pixel counts once."""
+    part = box.intersection(inner)
+    ny, nx = grid_shape
+    if part is None or ny == 0 or nx == 0:
+        return EMPTY
+    sl = (slice(part.y0 - box.y0, part.y1 - box.y0), slice(part.x0 - box.x0, part.x1 - box.x0))
+    ok = ~bad[sl]
+    both = ok if ref_bad is None else ok & ~ref_bad[sl]
+    iy = np.minimum(np.arange(part.y0, part.y1) // cfg.y_bin, ny - 1)
+    ix = np.minimum(np.arange(part.x0, part.x1) // cfg.x_bin, nx - 1)
+    ry = np.flatnonzero(np.r_[True, iy[1:] != iy[:-1]])
+    rx = np.flatnonzero(np.r_[True, ix[1:] != ix[:-1]])
+
+    def per_bin(a):
+        return np.add.reduceat(np.add.reduceat(a.astype(np.int64), ry, axis=0), rx, axis=1).astype(np.float64)
+
+    n = per_bin(ok)
+    s = per_bin(both) if ref_bad is not None else np.zeros_like(n)
+    return Accumulator(s, n, np.zeros_like(n), int(iy[0]), int(ix[0]))
+
+
+def extrapolated_fraction(bins: Accumulator, grid_shape, cfg: MatchConfig) -> float:
+    """The share of a visit's usable pixels (``bins``: :func:`overlap_bins`
+    summed over its warps) in superpixel bins where it shares fewer than
+    ``min_frac * x_bin * y_bin`` usable pixels with the reference: there its
+    offset is extrapolated from the overlap, not measured. NaN without pixels."""
+    b = bins.dense(grid_shape)
+    total = float(b.N.sum())
+    if total == 0:
+        return float("nan")
+    return float(b.N[b.S < cfg.good_pixel_threshold].sum() / total)
 def _centroid_model(acc: Accumulator, grid_shape, cfg: MatchConfig, visit: int) -> VisitModel:
     """The reference method with ``placement: centroid``: the good values of
     ref - visit, measured at their counted pixels' centroids, are moved to the
@@ -374,19 +459,23 @@ def apply_offset(image: np.ndarray, offset: np.ndarray) -> np.ndarray:
 
 # -- what the stages map -------------------------------------------------------
 
+EMPTY = Accumulator(np.zeros((0, 0)), np.zeros((0, 0)), np.zeros((0, 0)))
+
+
 @dataclass(frozen=True)
 class Partial:
-    """A (partial) sum over warps: the accumulator, and the number of usable
-    pixels of every warp read on the way, as ((visit, patch), count) pairs."""
+    """A (partial) sum over warps: the accumulator, the number of usable
+    pixels of every warp read on the way, as ((visit, patch), count) pairs,
+    and (stage B) the visit's usable pixels and its overlap with the
+    reference per superpixel bin (:func:`overlap_bins`)."""
 
     acc: Accumulator
     usable_pixels: tuple[tuple[tuple[int, int], int], ...] = ()
+    overlap: Accumulator = EMPTY
 
     def __add__(self, other: "Partial") -> "Partial":
-        return Partial(self.acc + other.acc, self.usable_pixels + other.usable_pixels)
-
-
-EMPTY = Accumulator(np.zeros((0, 0)), np.zeros((0, 0)), np.zeros((0, 0)))
+        return Partial(self.acc + other.acc, self.usable_pixels + other.usable_pixels,
+                       self.overlap + other.overlap)
 
 
 def _usable(bad: np.ndarray) -> int:
@@ -421,7 +510,8 @@ def usable_partial(key, bad) -> Partial:
 def visit_model(total: Partial, grid_shape, cfg: MatchConfig, visit: int) -> tuple["VisitModel", tuple]:
     """Step 5 of one visit from its summed differences, and the usable counts read."""
     has_data = any(n > 0 for (v, _), n in total.usable_pixels if v == visit)
-    return difference_model(total.acc, grid_shape, cfg, visit, has_data=has_data), total.usable_pixels
+    return (difference_model(total.acc, grid_shape, cfg, visit, has_data=has_data, overlap=total.overlap),
+            total.usable_pixels)
 
 
 def warp_coarse(model: "VisitModel", box: Box, cfg: MatchConfig, coarse_shape) -> tuple[np.ndarray, int, int]:

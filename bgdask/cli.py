@@ -4,6 +4,8 @@ Every subcommand has a description, an example and help for each option
 (``bgdask COMMAND --help``). Errors a user can cause print one line,
 ``bgdask: error: ...``, naming the file, warp or option at fault, and exit
 with status 2; ``-v`` adds the traceback and the workers' logs.
+``bgdask inspect --strict`` exits with :data:`EXIT_FLAGGED` when a visit of
+the store is flagged.
 """
 
 from __future__ import annotations
@@ -22,6 +24,10 @@ from ._butler_hook import add_butler_arguments, run_butler_match, wants_butler
 from .errors import BgdaskError
 
 log = logging.getLogger("bgdask")
+
+#: Exit status of ``bgdask inspect --strict`` when the store is complete and
+#: some visit is flagged (its match_ratio above max_match_ratio).
+EXIT_FLAGGED = 3
 
 
 def _echo(msg: str = "") -> None:
@@ -100,7 +106,7 @@ def _print_table(table, reference) -> None:
     from .table import shown_columns
 
     _echo(f"reference visit: {reference}")
-    with pd.option_context("display.width", 160, "display.max_columns", 20, "display.max_rows", 500,
+    with pd.option_context("display.width", 160, "display.max_columns", 30, "display.max_rows", 500,
                            "display.float_format", "{:.4g}".format):
         _echo(table[shown_columns(table)].to_string())
 
@@ -119,6 +125,23 @@ def _print_global(pairs, info) -> None:
               f"{info['nnz_normal']} non-zeros, factor {info['nnz_factor']} non-zeros "
               f"({info['factor_bytes'] / 1e6:.1f} MB), {info['solver']}, {info['refinements']} refinement "
               f"step(s), residual {info['residual']:.1e}")
+
+
+def _print_flagged(table, config) -> list[int]:
+    """Say which visits are flagged; returns them."""
+    import numpy as np
+
+    from .table import flagged_visits
+
+    flagged = flagged_visits(table)
+    if not np.isfinite(np.asarray(table["match_ratio"], dtype=float)).any():
+        _echo("flagged: not measured (stage C has not finished)")
+    elif flagged:
+        _echo(f"flagged: {len(flagged)} visit(s) with match_ratio > max_match_ratio = {config.max_match_ratio:g}: "
+              + ", ".join(map(str, flagged)))
+    else:
+        _echo(f"flagged: none (every match_ratio <= max_match_ratio = {config.max_match_ratio:g})")
+    return flagged
 
 
 def _run_match(args, source, output, cfg, skymap=None, overwrite=None):
@@ -174,6 +197,7 @@ def cmd_match(args) -> int:
     result = _run_match(args, args.input, args.output, _config(args), skymap=args.skymap)
     _print_table(result.table, result.reference_visit)
     _print_global(result.pairs, result.solve_info)
+    _print_flagged(result.table, result.config)
     _echo(f"matched tract written to {result.store}")
     if result.unusable:
         _echo(f"{len(result.unusable)} warp(s) had no usable pixel and were written unchanged")
@@ -214,6 +238,7 @@ def cmd_demo(args) -> int:
     args.overwrite = True
     result = _run_match(args, warps_dir / "manifest.csv", store, MatchConfig(), skymap=warps_dir / "skymap.yaml")
     _print_table(result.table, result.reference_visit)
+    _print_flagged(result.table, result.config)
     err, rms = store_offset_error(sim, store)
     _echo(f"offset error against the injected truth: RMS {err:.4f} nJy = "
           f"{100 * err / rms:.2f}% of the injected offsets' RMS {rms:.3f} nJy")
@@ -233,20 +258,23 @@ def cmd_inspect(args) -> int:
     _echo(f"skymap: {st.skymap}")
     _echo(f"warps: {int(present.sum())} present, {int(done.sum())} done; "
           f"{int((st.usable & done).sum())} with usable pixels")
+    flagged = []
     if st.models_done:
         cfg = st.config
         if cfg is not None and cfg.method != "reference":
             _echo(f"method: {cfg.method} (placement {cfg.value_placement})")
-        _print_table(st.table(), st.reference_visit)
+        table = st.table()
+        _print_table(table, st.reference_visit)
         _print_global(st.pairs(), st.solve_info)
+        flagged = _print_flagged(table, cfg)
     else:
         _echo("models: not computed yet")
-    if complete:
-        _echo("complete: yes")
-        return 0
-    _echo(f"complete: NO ({int(present.sum() - done.sum())} warps not done); "
-          "finish it with: bgdask match INPUT -o STORE --resume")
-    return 1
+    if not complete:
+        _echo(f"complete: NO ({int(present.sum() - done.sum())} warps not done); "
+              "finish it with: bgdask match INPUT -o STORE --resume")
+        return 1
+    _echo("complete: yes")
+    return EXIT_FLAGGED if args.strict and flagged else 0
 
 
 def cmd_export(args) -> int:
@@ -281,7 +309,7 @@ def _beside(store: str, suffix: str) -> Path:
 def cmd_plot(args) -> int:
     from .report import write_figures
 
-    for p in write_figures(args.store, args.output or _beside(args.store, "_figures")):
+    for p in write_figures(args.store, args.output or _beside(args.store, "_figures"), visits=args.visit):
         _echo(str(p))
     return 0
 
@@ -289,7 +317,7 @@ def cmd_plot(args) -> int:
 def cmd_report(args) -> int:
     from .report import write_report
 
-    _echo(str(write_report(args.store, args.output or _beside(args.store, "_report.html"))))
+    _echo(str(write_report(args.store, args.output or _beside(args.store, "_report.html"), visits=args.visit)))
     return 0
 
 
@@ -385,11 +413,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_cluster_arguments(p)
 
-    p = _command(sub, "inspect", "print a store's reference visit, table and completeness",
-                 "Print what a store holds: geometry, warps present and done, the reference visit and\n"
-                 "the per-visit table. Exit status 0 when the store is complete, 1 when it is not.",
-                 "bgdask inspect out.zarr", cmd_inspect)
+    p = _command(sub, "inspect", "print a store's reference visit, table, flagged visits and completeness",
+                 "Print what a store holds: geometry, warps present and done, the reference visit, the\n"
+                 "per-visit table and the flagged visits (match_ratio above max_match_ratio).\n"
+                 "Exit status: 0 when the store is complete, 1 when it is not, 2 on an error;\n"
+                 f"with --strict, {EXIT_FLAGGED} when it is complete and a visit is flagged.",
+                 "bgdask inspect out.zarr --strict", cmd_inspect)
     p.add_argument("store", help="a bgdask store (OUT.zarr)")
+    p.add_argument("--strict", action="store_true",
+                   help=f"exit with status {EXIT_FLAGGED} when a visit is flagged")
 
     p = _command(sub, "export", "write a store's matched warps as afw-format FITS",
                  "Write every matched warp of a complete store as an afw-format FITS file\n"
@@ -400,20 +432,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace files that exist in DIR")
 
     p = _command(sub, "plot", "write PNG figures of a store",
-                 "Write the figures of a store as PNG files: the reference choice, each visit's\n"
-                 "difference model and mosaics, the residuals.",
-                 "bgdask plot out.zarr -o figures/", cmd_plot)
+                 "Write the figures of a store as PNG files: the reference choice (when it was chosen),\n"
+                 "the seam maps, the quality per visit, every visit's difference model on one scale,\n"
+                 "and the difference model and mosaics of each flagged visit and of each --visit.",
+                 "bgdask plot out.zarr -o figures/ --visit 1001", cmd_plot)
     p.add_argument("store", help="a bgdask store")
     p.add_argument("-o", "--output", default=None, metavar="DIR",
                    help="output directory (default: beside the store, STORE_figures)")
+    p.add_argument("--visit", type=int, action="append", metavar="V",
+                   help="also the detail figures of visit V (repeat for more)")
 
     p = _command(sub, "report", "write a self-contained HTML run report",
-                 "Write one HTML page (no external resource) with the configuration, geometry,\n"
-                 "per-visit table, completeness, timings and figures of a store.",
-                 "bgdask report out.zarr -o report.html", cmd_report)
+                 "Write one HTML page (no external resource): a summary first (the reference, the flagged\n"
+                 "visits, a sortable per-visit table, the seam maps, every visit's difference model on one\n"
+                 "scale), the details of each flagged visit and of each --visit, then the configuration,\n"
+                 "geometry, completeness and timings.",
+                 "bgdask report out.zarr -o report.html --visit 1001", cmd_report)
     p.add_argument("store", help="a bgdask store")
     p.add_argument("-o", "--output", default=None, metavar="FILE",
                    help="output HTML file (default: beside the store, STORE_report.html)")
+    p.add_argument("--visit", type=int, action="append", metavar="V",
+                   help="also the details (difference model, mosaics) of visit V (repeat for more)")
 
     p = _command(sub, "cluster", "print the SLURM or PBS job script bgdask would submit",
                  "Print the job script dask-jobqueue would submit for these cluster options\n"

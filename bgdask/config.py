@@ -38,9 +38,10 @@ class MatchConfig:
     """Configuration of background matching.
 
     Field names and defaults follow Rubin's ``MatchBackgroundsConfig`` in
-    snake_case; ``extrapolation``, ``window_scale`` and ``on_no_overlap`` are
-    bgdask's additions. Every field is checked on construction; a bad value
-    raises :class:`~bgdask.errors.ConfigError` naming the field.
+    snake_case; ``extrapolation``, ``window_scale``, ``on_no_overlap``, the
+    global method's fields and ``max_match_ratio`` are bgdask's additions.
+    Every field is checked on construction; a bad value raises
+    :class:`~bgdask.errors.ConfigError` naming the field.
     """
 
     ref_visit: int | None = _doc("reference visit; chosen by the cost function when None", default=None)
@@ -106,6 +107,11 @@ class MatchConfig:
         "cholmod or superlu",
         default="auto",
     )
+    max_match_ratio: float = _doc(
+        "a visit whose match_ratio (RMS of reference - matched visit over what the variance planes "
+        "predict) exceeds this is flagged",
+        default=10.0,
+    )
 
     def __post_init__(self):
         s = object.__setattr__
@@ -121,8 +127,11 @@ class MatchConfig:
         for name in (
             "min_frac", "num_sigma_clip", "smooth_scale", "window_scale",
             "best_ref_weight_chi2", "best_ref_weight_variance", "best_ref_weight_global_coverage",
+            "max_match_ratio",
         ):
             s(self, name, _as_float(name, getattr(self, name)))
+        if self.max_match_ratio <= 0:
+            raise ConfigError(f"config field 'max_match_ratio' must be > 0, got {self.max_match_ratio}")
         if not 0.0 <= self.min_frac <= 1.0:
             raise ConfigError(f"config field 'min_frac' must be in [0, 1], got {self.min_frac}")
         if self.num_sigma_clip <= 0:

@@ -31,8 +31,8 @@ from .errors import ConfigError, NothingMatchedWarning, UnusableWarpWarning
 from .executors import Executor, Progress
 from .geometry import SkyMap
 from .io.warp import Warp
-from .stages import Solution, Tract, coarse_geometry, matched_arrays, stage_a, stage_b, tract_of
-from .table import visit_table
+from .stages import Solution, Tract, coarse_geometry, matched_arrays, quality_graph, stage_a, stage_b, tract_of
+from .table import SEAM_PLANES, visit_table, with_quality
 
 __all__ = ["MatchResult", "match", "match_arrays", "solve"]
 
@@ -50,7 +50,13 @@ class MatchResult:
     lazy from :func:`match`, in memory from :func:`match_arrays`, the
     written store from :func:`bgdask.match_backgrounds` (then ``store`` is
     its path); ``unusable``: warps with no usable pixel (passed unchanged);
-    ``timings``: seconds per stage.
+    ``timings``: seconds per stage; ``seam``: the seam map, plane ->
+    (sy, sx) array (:mod:`bgdask.quality`), once stage C has run.
+
+    The table's quality columns (``match_rms``, ``match_noise``,
+    ``match_ratio``, ``flagged``) are measured in stage C: by
+    :func:`match_arrays` and :func:`bgdask.match_backgrounds`; the lazy
+    result of :func:`match` leaves them NaN (False).
     """
 
     reference_visit: int
@@ -63,6 +69,7 @@ class MatchResult:
     unusable: list[tuple[int, int]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     store: str | None = None
+    seam: dict[str, np.ndarray] | None = None
     #: the global method's per-pair table (pandas DataFrame: :data:`bgdask.table.PAIR_COLUMNS`)
     #: and its solve's figures; None for the reference method
     pairs: Any = None
@@ -197,17 +204,21 @@ def match(ds, config: MatchConfig | None = None, *, skymap: SkyMap | None = None
     Stages A and B run now (on ``client``, the current Client, or the Dask
     ``scheduler`` named); stage C is returned lazily in ``result.matched``.
     """
+    return _match(ds, config, skymap, Executor.resolve(client, scheduler, progress))[0]
+
+
+def _match(ds, config, skymap, executor) -> tuple[MatchResult, Tract, Solution]:
     cfg = config or MatchConfig()
     tract = tract_of(ds, skymap)
     check_reference(cfg, tract.visits)
-    executor = Executor.resolve(client, scheduler, progress)
     timings: dict[str, float] = {}
     sol, criteria = solve(tract, cfg, executor, timings)
     unusable = unusable_warps(sol)
     warn_unusable(unusable, describe_warp(tract))
-    return MatchResult(sol.reference, visit_table(tract.visits, criteria, sol.models), dict(sol.models),
-                       tract.skymap, cfg, matched_dataset(tract, cfg, sol), dict(tract.mask_planes),
-                       unusable, timings, pairs=sol.pairs, solve_info=sol.solve_info)
+    result = MatchResult(sol.reference, visit_table(tract.visits, criteria, sol.models), dict(sol.models),
+                         tract.skymap, cfg, matched_dataset(tract, cfg, sol), dict(tract.mask_planes),
+                         unusable, timings, pairs=sol.pairs, solve_info=sol.solve_info)
+    return result, tract, sol
 
 
 def match_arrays(
@@ -220,16 +231,26 @@ def match_arrays(
 
     ``warps`` maps (visit, patch) to :class:`~bgdask.io.warp.Warp`. The
     result's ``matched`` is computed (``result.warp(visit, patch)`` gives one
-    matched warp); the pipeline gives the same numbers bit for bit.
+    matched warp), and so is the quality (table columns and ``seam``); the
+    pipeline gives the same numbers bit for bit (the quality, measured per
+    row block, for the same ``chunk_rows``).
     """
     from .collection import open_warps
 
     import dask.config
 
+    import dask.array as da
+
     rows = int(chunk_rows or dask.config.get("bgdask.chunk-rows"))
     ds = open_warps(warps, skymap=skymap, chunks={"y": rows})
-    result = match(ds, config, scheduler="sync")
+    executor = Executor(scheduler="sync")
+    result, tract, sol = _match(ds, config, skymap, executor)
     t0 = time.perf_counter()
     result.matched = result.matched.compute(scheduler="sync")
+    image = da.from_array(result.matched.image.data, chunks=tract.array("image").chunks)
+    graph, key = quality_graph(tract, result.config, sol, image)
+    seam, figures = executor.compute(graph, [key])[0]
+    result.table = with_quality(result.table, figures, result.config.max_match_ratio)
+    result.seam = dict(zip(SEAM_PLANES, seam))
     result.timings["stage C"] = time.perf_counter() - t0
     return result

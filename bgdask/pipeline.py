@@ -123,7 +123,7 @@ def run(prepared: Prepared, client=None, *, scheduler: str | None = None, progre
     from .executors import Executor
     from .matching import MatchResult, describe_warp, solve, unusable_warps, warn_unusable
     from .stages import Solution, tract_of, write_graph
-    from .table import visit_table
+    from .table import visit_table, with_quality
 
     p = prepared
     say = echo or (lambda msg: log.info(msg))
@@ -157,10 +157,12 @@ def run(prepared: Prepared, client=None, *, scheduler: str | None = None, progre
     try:
         done = store.done()
         todo = [k for k in tract.keys if not done[tract.index(k)]]
-        graph, ends = write_graph(tract, cfg, sol, store, todo)
-        executor.compute(graph, ends, "stage C: warps matched")
+        graph, ends, quality = write_graph(tract, cfg, sol, store, todo)
+        seam, figures = executor.compute(graph, ends + [quality], "stage C: warps matched", keep={quality})[-1]
+        table = with_quality(table, figures, cfg.max_match_ratio)
+        store.write_quality(table, seam)
         timings["stage C"] = time.perf_counter() - t0
-        log.info("stage C: matched warps written (%.2f s)", timings["stage C"])
+        log.info("stage C: matched warps written, quality measured (%.2f s)", timings["stage C"])
         complete = store.mark_complete(stage_times=timings)
     except OSError as exc:
         raise StoreError(f"{output}: cannot write the store ({exc}); the warps written so far are kept",
@@ -171,7 +173,7 @@ def run(prepared: Prepared, client=None, *, scheduler: str | None = None, progre
                          cli="run again with --resume")
     return MatchResult(sol.reference, table, dict(sol.models), p.skymap, cfg, store.dataset(),
                        dict(tract.mask_planes), unusable_warps(sol), timings, store=output,
-                       pairs=sol.pairs, solve_info=sol.solve_info)
+                       pairs=sol.pairs, solve_info=sol.solve_info, seam=store.seam())
 
 
 def match_backgrounds(

@@ -23,7 +23,7 @@ on the scheduler, so every scheduler gives the same numbers bit for bit.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
 import numpy as np
@@ -36,9 +36,11 @@ from .geometry import Box, SkyMap, coarse_cells, coarse_shape, infer_skymap, sup
 from .io.warp import PLANE_DTYPES, PLANE_FILL
 from .kernels.stats import bad_pixels
 from .masks import plane_bits
+from .quality import QualityPartial, Spread, inner_part, quality_partial, seam_map, visit_levels, visit_quality
 from .reference import choose_reference, visit_criteria
 
-__all__ = ["Tract", "Solution", "tract_of", "stage_a", "stage_b", "matched_arrays", "coarse_geometry", "write_graph"]
+__all__ = ["Tract", "Solution", "tract_of", "stage_a", "stage_b", "matched_arrays", "coarse_geometry", "write_graph",
+           "quality_graph"]
 
 
 # -- what the stages know of a Dataset ------------------------------------------
@@ -167,22 +169,27 @@ def _leaf_a(key, image_blocks, mask_blocks, box, y_starts, bad_bits, grid, cfg):
     return bg.warp_partial(key, image, bad, box, grid, cfg)
 
 
-def _leaf_b(ref_key, ref_image, ref_mask, key, image_blocks, mask_blocks, box, y_starts, bad_bits, grid, cfg):
+def _leaf_b(ref_key, ref_image, ref_mask, key, image_blocks, mask_blocks, box, y_starts, bad_bits, grid, cfg,
+            inner=None):
     r_image, r_bad = _image_and_bad(ref_image, ref_mask, box, y_starts, bad_bits)
     image, bad = _image_and_bad(image_blocks, mask_blocks, box, y_starts, bad_bits)
-    return bg.difference_partial(ref_key, r_image, r_bad, key, image, bad, box, grid, cfg)
+    part = bg.difference_partial(ref_key, r_image, r_bad, key, image, bad, box, grid, cfg)
+    return part if inner is None else replace(part, overlap=bg.overlap_bins(bad, r_bad, box, inner, grid, cfg))
 
 
-def _leaf_b_sums(ref_key, ref_image, ref_mask, key, image_blocks, mask_blocks, box, y_starts, bad_bits, grid, cfg):
+def _leaf_b_sums(ref_key, ref_image, ref_mask, key, image_blocks, mask_blocks, box, y_starts, bad_bits, grid, cfg,
+                 inner=None):
     """:func:`_leaf_b` with the centroid sums (``placement: centroid``)."""
     r_image, r_bad = _image_and_bad(ref_image, ref_mask, box, y_starts, bad_bits)
     image, bad = _image_and_bad(image_blocks, mask_blocks, box, y_starts, bad_bits)
-    return bg.difference_partial_sums(ref_key, r_image, r_bad, key, image, bad, box, grid, cfg)
+    part = bg.difference_partial_sums(ref_key, r_image, r_bad, key, image, bad, box, grid, cfg)
+    return part if inner is None else replace(part, overlap=bg.overlap_bins(bad, r_bad, box, inner, grid, cfg))
 
 
-def _leaf_count(key, image_blocks, mask_blocks, box, y_starts, bad_bits):
+def _leaf_count(key, image_blocks, mask_blocks, box, y_starts, bad_bits, grid=None, cfg=None, inner=None):
     _, bad = _image_and_bad(image_blocks, mask_blocks, box, y_starts, bad_bits)
-    return bg.usable_partial(key, bad)
+    part = bg.usable_partial(key, bad)
+    return part if inner is None else replace(part, overlap=bg.overlap_bins(bad, None, box, inner, grid, cfg))
 
 
 # -- graph building ------------------------------------------------------------------
@@ -227,24 +234,24 @@ class _Graph:
     def planes(self, vi: int, pi: int, *names: str) -> list:
         return [self.seq(self.tract.blocks(n, vi, pi)) for n in names]
 
-    def tree(self, kind: str, index, leaves: list):
+    def tree(self, kind: str, index, leaves: list, add=bg.Partial.__add__):
         """The root of a fixed binary tree of ``add`` over ``leaves`` (keys):
         pairs (0, 1), (2, 3), ..., an odd last one carried up, level by level."""
         level, items = 0, list(leaves)
         while len(items) > 1:
             paired = []
             for i in range(0, len(items) - 1, 2):
-                paired.append(self.task(self.key(kind, *index, level, i // 2), bg.Partial.__add__,
+                paired.append(self.task(self.key(kind, *index, level, i // 2), add,
                                         self.ref(items[i]), self.ref(items[i + 1])))
             if len(items) % 2:
                 paired.append(items[-1])
             items, level = paired, level + 1
         return items[0]
 
-    def graph(self):
+    def graph(self, *extra):
         from dask.highlevelgraph import HighLevelGraph
 
-        deps = [self.tract.array(p) for p in REQUIRED_VARIABLES]
+        deps = [self.tract.array(p) for p in REQUIRED_VARIABLES] + list(extra)
         return HighLevelGraph.from_collections(self.name, self.layer, dependencies=deps)
 
 
@@ -313,15 +320,17 @@ def graph_b(tract: Tract, cfg: MatchConfig, ref: int):
         for key in tract.keys_of[v]:
             vi, pi = tract.index(key)
             box = tract.boxes[key[1]]
+            inner = tract.skymap.inner_box(key[1])
             ref_key = (ref, key[1])
             own = g.planes(vi, pi, "image", "mask")
             if ref_key in present:
                 ri, _ = tract.index(ref_key)
                 leaves.append(g.task(g.key("diff", vi, pi), leaf_b, ref_key, *g.planes(ri, pi, "image", "mask"),
-                                     key, *own, box, ys, bits, grid, cfg))
+                                     key, *own, box, ys, bits, grid, cfg, inner))
                 read_refs.add(ref_key)
             else:
-                leaves.append(g.task(g.key("count", vi, pi), _leaf_count, key, *own, box, ys, bits))
+                leaves.append(g.task(g.key("count", vi, pi), _leaf_count, key, *own, box, ys, bits, grid, cfg,
+                                     inner))
         if not leaves:
             continue
         total = g.tree("sum", (tract._vidx[v],), leaves)
@@ -448,18 +457,90 @@ def _fill(rows: int, width: int):
     return np.full((1, 1, rows, width), PLANE_FILL["image"], dtype=PLANE_DTYPES["image"])
 
 
-def _write(store, vi, pi, box, rows, image_spec, mask_spec, var_spec, coarse, apply, cfg, finish):
+@dataclass(frozen=True)
+class _Measure:
+    """How a stage-C task measures the quality of its block (:mod:`bgdask.quality`):
+    the warp's box, its patch's inner box, the bad planes' bits, the
+    superpixel grid, whether the warp is the reference's."""
+
+    box: Box
+    inner: Box
+    bits: int
+    grid: tuple[int, int]
+    cfg: MatchConfig
+    is_ref: bool
+
+    def partial(self, rows: slice, image, mask, variance, matched, ref) -> QualityPartial:
+        """The quality sums of rows ``rows`` (local to the box) of the warp;
+        ``ref``: the reference's (image, mask, variance) rows, or None."""
+        cut = inner_part(self.box, self.inner, rows)
+        if cut is None:
+            return QualityPartial()
+        r, c, part = cut
+        img = image[r, c]
+        bad = bad_pixels(mask[r, c], self.bits, img)
+        if ref is not None:
+            r_img = ref[0][r, c]
+            ref = (r_img, bad_pixels(ref[1][r, c], self.bits, r_img), ref[2][r, c])
+        return quality_partial(matched[r, c], None if self.is_ref else img, bad, variance[r, c], ref, part,
+                               self.grid, self.cfg, self.cfg.replace(grid_statistic="MEAN"))
+
+
+def _measure_of(tract: Tract, sol: Solution, key, n: int, bits: int, grid, cfg: MatchConfig):
+    """How to measure warp ``key`` (of ``n`` chunks): its :class:`_Measure`, and
+    the reference's chunks of image, mask and variance on its patch (None
+    for the reference's own warps and where the reference lacks the patch)."""
+    measure = _Measure(tract.boxes[key[1]], tract.skymap.inner_box(key[1]), bits, grid, cfg,
+                       key[0] == sol.reference)
+    ri, pi = tract.index((sol.reference, key[1]))
+    if key[0] == sol.reference or not tract.present[ri, pi]:
+        return measure, [[None] * n] * 3
+    return measure, [tract.blocks(plane, ri, pi) for plane in ("image", "mask", "variance")]
+
+
+def _ref_rows(box: Box, start: int, image_spec, mask_spec, var_spec):
+    if image_spec is None:
+        return None
+    return tuple(_rows([spec], box, [start])[0] for spec in (image_spec, mask_spec, var_spec))
+
+
+def _write(store, vi, pi, box, rows, image_spec, mask_spec, var_spec, coarse, apply, cfg, finish,
+           measure: _Measure | None = None, ref_image=None, ref_mask=None, ref_var=None):
     """Stage C on one chunk of one warp: the matched rows, its mask and
     variance, written to the store; with ``finish`` also the warp's coarse
-    grid and its done flag (a warp of one chunk is one task)."""
+    grid and its done flag (a warp of one chunk is one task). With
+    ``measure``, returns the chunk's quality sums (against the reference's
+    rows ``ref_*`` when given)."""
     (image,) = _rows([image_spec], box, [rows.start])
     (mask,) = _rows([mask_spec], box, [rows.start])
     (variance,) = _rows([var_spec], box, [rows.start])
     local = slice(rows.start, rows.start + image.shape[0])
-    store.write_rows(vi, pi, rows.start, bg.matched_rows(image, coarse, box, local, apply, cfg), mask,
-                     np.asarray(variance, dtype=np.float32))
+    matched = bg.matched_rows(image, coarse, box, local, apply, cfg)
+    variance = np.asarray(variance, dtype=np.float32)
+    store.write_rows(vi, pi, rows.start, matched, mask, variance)
     if finish:
         store.finish_warp(vi, pi, coarse[0])
+    if measure is not None:
+        ref = _ref_rows(box, rows.start, ref_image, ref_mask, ref_var)
+        return measure.partial(local, image, mask, variance, matched, ref)
+    return None
+
+
+def _measure_stored(store, vi, pi, box, rows, image_spec, mask_spec, var_spec, measure: _Measure,
+                    ref_image=None, ref_mask=None, ref_var=None) -> QualityPartial:
+    """The quality sums of a chunk already written (a resumed run): the
+    matched rows read back from the store, the rest as :func:`_write` has them."""
+    (image,) = _rows([image_spec], box, [rows.start])
+    (mask,) = _rows([mask_spec], box, [rows.start])
+    (variance,) = _rows([var_spec], box, [rows.start])
+    local = slice(rows.start, rows.start + image.shape[0])
+    matched = store.read_rows(vi, pi, "image", local, box.width)
+    ref = _ref_rows(box, rows.start, ref_image, ref_mask, ref_var)
+    return measure.partial(local, image, mask, np.asarray(variance, dtype=np.float32), matched, ref)
+
+
+def _collect(seam, *figures):
+    return seam, list(figures)
 
 
 def _finish(store, vi, pi, coarse, *written) -> None:
@@ -467,25 +548,102 @@ def _finish(store, vi, pi, coarse, *written) -> None:
     store.finish_warp(vi, pi, coarse[0])
 
 
-def write_graph(tract: Tract, cfg: MatchConfig, sol: Solution, store, keys) -> tuple[Any, list]:
+def write_graph(tract: Tract, cfg: MatchConfig, sol: Solution, store, keys, *,
+                quality: bool = True) -> tuple[Any, list, Any]:
     """Tasks writing the matched warps ``keys`` into ``store``; returns the
-    graph and one key per warp (done when that warp is done)."""
-    g = _Graph(tract, "write", cfg_token(cfg, sol.reference, store.path))
+    graph, one key per warp (done when that warp is done), and the key of
+    the match's quality (None with ``quality=False``).
+
+    The quality (:mod:`bgdask.quality`) is measured by the same tasks, on
+    the rows they write (and on the reference's rows of the same patch);
+    warps already done (a resumed run) are measured from the store. Its key
+    holds (the seam map, a :class:`~bgdask.quality.VisitQuality` per visit
+    with warps); the partials add per visit, and the visits' levels combine,
+    in fixed trees."""
+    g = _Graph(tract, "write", cfg_token(cfg, sol.reference, store.path, quality))
     coarse_keys = _coarse_layer(g, tract, cfg, sol, keys)
-    ends = []
-    for key in keys:
+    grid, bits = _common(tract, cfg)
+    todo = set(keys)
+    ends, leaves = [], {}
+    for key in tract.keys:
+        if key not in todo and not quality:
+            continue
         vi, pi = tract.index(key)
         box = tract.boxes[key[1]]
         specs = [tract.blocks(plane, vi, pi) for plane in ("image", "mask", "variance")]
         n = sum(1 for y0 in tract.row_starts if y0 < box.height)
-        written = []
+        measure, ref_specs = (None, [[None] * n] * 3)
+        if quality:
+            measure, ref_specs = _measure_of(tract, sol, key, n, bits, grid, cfg)
+        blocks = []
         for yi in range(n):
-            written.append(g.task(g.key("rows", vi, pi, yi), _write, store, vi, pi, box, tract.rows_of(yi),
-                                  specs[0][yi], specs[1][yi], specs[2][yi], g.ref(coarse_keys[key]),
-                                  sol.matches(key), cfg, n == 1))
+            refs = (ref_specs[0][yi], ref_specs[1][yi], ref_specs[2][yi])
+            if key in todo:
+                blocks.append(g.task(g.key("rows", vi, pi, yi), _write, store, vi, pi, box, tract.rows_of(yi),
+                                     specs[0][yi], specs[1][yi], specs[2][yi], g.ref(coarse_keys[key]),
+                                     sol.matches(key), cfg, n == 1, measure, *refs))
+            else:
+                blocks.append(g.task(g.key("measure", vi, pi, yi), _measure_stored, store, vi, pi, box,
+                                     tract.rows_of(yi), specs[0][yi], specs[1][yi], specs[2][yi], measure, *refs))
+        leaves.setdefault(key[0], []).extend(blocks)
+        if key not in todo:
+            continue
         if n == 1:
-            ends.append(written[0])
+            ends.append(blocks[0])
         else:
             ends.append(g.task(g.key("done", vi, pi), _finish, store, vi, pi, g.ref(coarse_keys[key]),
-                               *[g.ref(k) for k in written]))
-    return g.graph(), ends
+                               *[g.ref(k) for k in blocks]))
+    if not quality:
+        return g.graph(), ends, None
+    return g.graph(), ends, _quality_trees(g, tract, grid, cfg, leaves)
+
+
+def _quality_trees(g: _Graph, tract: Tract, grid, cfg: MatchConfig, leaves: dict) -> tuple:
+    """Per visit a tree over its blocks' quality partials (``leaves``: visit
+    -> keys in patch, then row order), its figures and levels; a tree over
+    the visits' levels; the key of (seam map, figures)."""
+    figures, levels = [], []
+    for v, blocks in leaves.items():
+        vi = tract._vidx[v]
+        total = g.tree("quality", (vi,), blocks, QualityPartial.__add__)
+        figures.append(g.task(g.key("visit-quality", vi), visit_quality, g.ref(total), grid, cfg, v))
+        levels.append(g.task(g.key("levels", vi), visit_levels, g.ref(total), grid, cfg))
+    spread = g.tree("spread", (), levels, Spread.__add__)
+    seam = g.task(g.key("seam"), seam_map, g.ref(spread))
+    return g.task(g.key("quality"), _collect, g.ref(seam), *[g.ref(k) for k in figures])
+
+
+def _measure_chunk(box, rows, image_spec, mask_spec, var_spec, chunk, measure: _Measure,
+                   ref_image=None, ref_mask=None, ref_var=None) -> QualityPartial:
+    """The quality sums of one chunk of a matched image held as a Dask array."""
+    (image,) = _rows([image_spec], box, [rows.start])
+    (mask,) = _rows([mask_spec], box, [rows.start])
+    (variance,) = _rows([var_spec], box, [rows.start])
+    local = slice(rows.start, rows.start + image.shape[0])
+    matched = np.asarray(chunk)[0, 0, : image.shape[0], : box.width]
+    ref = _ref_rows(box, rows.start, ref_image, ref_mask, ref_var)
+    return measure.partial(local, image, mask, np.asarray(variance, dtype=np.float32), matched, ref)
+
+
+def quality_graph(tract: Tract, cfg: MatchConfig, sol: Solution, matched) -> tuple[Any, Any]:
+    """The quality of a match (as :func:`write_graph` measures it) from its
+    matched image ``matched``, a Dask array chunked like the collection's
+    image: returns the graph and the key of (seam map, figures)."""
+    from ._compat import TaskRef
+
+    g = _Graph(tract, "quality", cfg_token(cfg, sol.reference, matched.name))
+    grid, bits = _common(tract, cfg)
+    leaves = {}
+    for key in tract.keys:
+        vi, pi = tract.index(key)
+        box = tract.boxes[key[1]]
+        specs = [tract.blocks(plane, vi, pi) for plane in ("image", "mask", "variance")]
+        n = sum(1 for y0 in tract.row_starts if y0 < box.height)
+        measure, ref_specs = _measure_of(tract, sol, key, n, bits, grid, cfg)
+        for yi in range(n):
+            leaves.setdefault(key[0], []).append(
+                g.task(g.key("measure", vi, pi, yi), _measure_chunk, box, tract.rows_of(yi), specs[0][yi],
+                       specs[1][yi], specs[2][yi], TaskRef((matched.name, vi, pi, yi, 0)), measure,
+                       ref_specs[0][yi], ref_specs[1][yi], ref_specs[2][yi]))
+    done = _quality_trees(g, tract, grid, cfg, leaves)
+    return g.graph(matched), done

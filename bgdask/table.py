@@ -1,4 +1,4 @@
-"""The per-visit table of a match: its columns, their meaning, and status codes.
+"""The per-visit table of a match: its columns, their meaning, status codes and flags.
 
 One row per visit, indexed by visit. The same columns are shown by
 ``bgdask inspect``, stored in the output store (one array per column along
@@ -11,8 +11,9 @@ from typing import Mapping
 
 import numpy as np
 
-__all__ = ["COLUMNS", "GLOBAL_COLUMNS", "PAIR_COLUMNS", "STATUS_CODES", "visit_table", "table_to_arrays",
-           "table_from_arrays", "pair_table", "pair_table_to_arrays", "pair_table_from_arrays", "shown_columns"]
+__all__ = ["COLUMNS", "GLOBAL_COLUMNS", "QUALITY_COLUMNS", "PAIR_COLUMNS", "SEAM_PLANES", "STATUS_CODES", "visit_table",
+           "with_quality", "flagged_visits", "table_to_arrays", "table_from_arrays", "pair_table", "pair_table_to_arrays",
+           "pair_table_from_arrays", "shown_columns"]
 
 #: What became of a visit.
 STATUS_CODES = {"matched": 0, "reference": 1, "skipped": 2, "empty": 3}
@@ -26,8 +27,17 @@ COLUMNS: dict[str, tuple[str, object, str]] = {
     "n_good": ("i8", 0, "good superpixels of the difference model (overlap with the reference)"),
     "model_mean": ("f8", np.nan, "mean of the difference model over its good superpixels (nJy)"),
     "model_rms": ("f8", np.nan, "RMS of the difference model over its good superpixels (nJy)"),
-    "fit_rms": ("f8", np.nan, "RMS of binned difference minus model over the good superpixels (nJy)"),
+    "fit_rms": ("f8", np.nan, "cross-validated RMS of binned difference minus model: each good superpixel "
+                              "predicted from the others (checkerboard folds) (nJy)"),
     "status": ("i1", 0, "matched, reference, skipped (no overlap) or empty (no usable pixel)"),
+    # the quality of the match (bgdask.quality)
+    "extrap_frac": ("f8", np.nan, "fraction of the visit's usable pixels in superpixel bins it shares with the "
+                                  "reference too little to be good: offset extrapolated there, not measured"),
+    "match_rms": ("f8", np.nan, "after matching: RMS of the superpixel statistic of reference - matched visit "
+                                "over their shared superpixels (nJy)"),
+    "match_noise": ("f8", np.nan, "the RMS the variance planes alone predict for match_rms (nJy)"),
+    "match_ratio": ("f8", np.nan, "match_rms / match_noise: near 1 when matched to the noise"),
+    "flagged": ("b1", False, "match_ratio above the configuration's max_match_ratio"),
     # the global method's diagnostics (method: global; fill values for the reference method)
     "n_partners": ("i8", 0, "global method: number of visits it is paired with"),
     "resid_rms": ("f8", np.nan, "global method: weighted RMS of its pair equations' residuals after the solve (nJy)"),
@@ -38,6 +48,12 @@ COLUMNS: dict[str, tuple[str, object, str]] = {
 
 #: The columns only the global method fills.
 GLOBAL_COLUMNS = ("n_partners", "resid_rms", "expected_rms", "n_unknowns")
+
+#: The columns measured in stage C (:func:`with_quality`); the others are known after stage B.
+QUALITY_COLUMNS = ("match_rms", "match_noise", "match_ratio", "flagged")
+
+#: The planes of the store's ``seam`` map (visits' level spread per superpixel), in order.
+SEAM_PLANES = ("before", "after")
 
 #: The global method's per-pair table: column -> (dtype in the store, meaning).
 #: One row per pair of visits (u < v) measured; stored along ``pair`` as
@@ -71,9 +87,28 @@ def visit_table(visits, ref_criteria: Mapping[int, Mapping[str, float]], models:
             "model_rms": m.model_rms,
             "fit_rms": m.fit_rms,
             "status": m.status,
+            "extrap_frac": m.extrap_frac,
+            **{name: COLUMNS[name][1] for name in QUALITY_COLUMNS},
             **{name: getattr(m, name, COLUMNS[name][1]) for name in GLOBAL_COLUMNS},
         })
     return pd.DataFrame(rows, columns=["visit", *COLUMNS]).set_index("visit")
+
+
+def with_quality(table, figures, max_match_ratio: float):
+    """The table with the quality of stage C: ``figures`` are
+    :class:`~bgdask.quality.VisitQuality` (visits without one keep NaN); a
+    visit is flagged when its match_ratio exceeds ``max_match_ratio``."""
+    table = table.copy()
+    for q in figures:
+        table.loc[q.visit, ["match_rms", "match_noise", "match_ratio"]] = [q.match_rms, q.match_noise, q.match_ratio]
+    with np.errstate(invalid="ignore"):
+        table["flagged"] = np.asarray(table["match_ratio"], dtype=float) > max_match_ratio
+    return table
+
+
+def flagged_visits(table) -> list[int]:
+    """The visits flagged in ``table``, in order."""
+    return [int(v) for v in table.index[np.asarray(table["flagged"], dtype=bool)]]
 
 
 def table_to_arrays(table) -> dict[str, np.ndarray]:

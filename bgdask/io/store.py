@@ -17,7 +17,11 @@ Layout
 * ``present``, ``done``, ``usable`` (visit, patch): which warps exist, which
   have been written completely, which had a usable pixel.
 * ``x0``, ``y0``, ``width``, ``height`` (patch): the patches' outer boxes.
-* the per-visit table (visit): the columns of :data:`bgdask.table.COLUMNS`.
+* the per-visit table (visit): the columns of :data:`bgdask.table.COLUMNS`
+  (the quality columns, :data:`bgdask.table.QUALITY_COLUMNS`, written after stage C).
+* ``seam`` (seam, sy, sx): per superpixel, the spread (RMS about the mean)
+  of the visits' levels, before and after matching
+  (:data:`bgdask.table.SEAM_PLANES`; :mod:`bgdask.quality`).
 * attributes: ``reference_visit``, ``config``, ``skymap``, ``mask_planes``
   (JSON), ``fingerprint``, ``source``, ``models_done``, ``complete``,
   ``stage_times`` (JSON), ``bgdask_version``.
@@ -50,7 +54,8 @@ import numpy as np
 
 from ..errors import StoreError
 from ..geometry import Box, SkyMap, coarse_cells, coarse_shape, superpixel_shape
-from ..table import COLUMNS, PAIR_COLUMNS, pair_table_from_arrays, pair_table_to_arrays, table_from_arrays, table_to_arrays
+from ..table import (COLUMNS, PAIR_COLUMNS, QUALITY_COLUMNS, SEAM_PLANES, pair_table_from_arrays,
+                     pair_table_to_arrays, table_from_arrays, table_to_arrays)
 from .warp import PLANE_DTYPES, PLANE_FILL, PLANES
 
 __all__ = ["Store", "StoreWarp", "fingerprint", "is_store", "check_replaceable"]
@@ -286,6 +291,11 @@ class Store:
         names = set(self.group.array_keys())
         return table_from_arrays(self.visits, {name: self._read(name) for name in COLUMNS if name in names})
 
+    def seam(self) -> dict[str, np.ndarray] | None:
+        """The seam map, plane name -> (sy, sx) array (None in a store without one)."""
+        if "seam" not in set(self.group.array_keys()):
+            return None
+        return dict(zip(SEAM_PLANES, self._read("seam")))
     def pairs(self):
         """The global method's per-pair table (a pandas DataFrame), or None
         (the reference method)."""
@@ -308,7 +318,8 @@ class Store:
         diff = self._read("diff_model")
         table = self.table()
         return {v: VisitModel(v, diff[i], int(table.loc[v, "n_good"]), table.loc[v, "model_mean"],
-                              table.loc[v, "model_rms"], table.loc[v, "fit_rms"], table.loc[v, "status"])
+                              table.loc[v, "model_rms"], table.loc[v, "fit_rms"], table.loc[v, "status"],
+                              extrap_frac=table.loc[v, "extrap_frac"])
                 for i, v in enumerate(self.visits)}
 
     def coarse(self, visit: int, patch: int) -> tuple[np.ndarray, int, int]:
@@ -368,6 +379,8 @@ class Store:
         data_vars.update({
             "offset_coarse": (("visit", "patch", "cy", "cx"), lazy((nv, npch, cy, cx), (1, 1, cy, cx), np.float64, np.nan)),
             "diff_model": (("visit", "sy", "sx"), lazy((nv, sy, sx), (1, sy, sx), np.float64, np.nan)),
+            "seam": (("seam", "sy", "sx"), lazy((len(SEAM_PLANES), sy, sx), (len(SEAM_PLANES), sy, sx), np.float64,
+                                                np.nan)),
             "done": (("visit", "patch"), lazy((nv, npch), (1, 1), bool, False)),
             "usable": (("visit", "patch"), lazy((nv, npch), (nv, npch), bool, False)),
             "present": (("visit", "patch"), np.asarray(present, dtype=bool)),
@@ -389,6 +402,7 @@ class Store:
 
         ds["status"].attrs.update(flag_values=list(STATUS_CODES.values()), flag_meanings=" ".join(STATUS_CODES))
         ds["image"].attrs["units"] = "nJy"
+        ds["seam"].attrs.update(units="nJy", planes=list(SEAM_PLANES))
         ds.attrs.update({k: _encode(v) for k, v in attrs.items()})
         ds.attrs.update(bgdask_version=__version__, models_done=False, complete=False)
         encoding = {name: {"chunks": ds[name].data.chunksize} for name in ds.data_vars
@@ -442,6 +456,15 @@ class Store:
         group.attrs.update(reference_visit=int(reference), models_done=True)
         self._consolidate()
 
+    def write_quality(self, table, seam: np.ndarray) -> None:
+        """The quality measured in stage C: the table's quality columns and the seam map."""
+        group = self._writable()
+        for name, values in table_to_arrays(table.loc[self.visits]).items():
+            if name in QUALITY_COLUMNS:
+                group[name][:] = values
+        group["seam"][:] = seam
+        self._consolidate()
+
     def write_pairs(self, table, solve_info: Mapping[str, Any]) -> None:
         """The global method's per-pair table (arrays along ``pair``) and its
         solve's figures (attribute ``global_solve``); before :meth:`write_models`."""
@@ -474,6 +497,10 @@ class Store:
                 block = np.full((data.shape[0], width), PLANE_FILL[name], dtype=arr.dtype)
                 block[:, : data.shape[1]] = data
             arr[vi, pi, start:start + data.shape[0], :] = block
+
+    def read_rows(self, vi: int, pi: int, plane: str, rows: slice, width: int) -> np.ndarray:
+        """Rows ``rows`` of one warp's plane as written (``width`` columns, no padding)."""
+        return np.asarray(_array(self.path, plane, mode="r")[vi, pi, rows, :width])
 
     def finish_warp(self, vi: int, pi: int, coarse: np.ndarray) -> None:
         """Write a warp's coarse offsets, then mark it done."""
