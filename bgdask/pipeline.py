@@ -198,8 +198,8 @@ def match_backgrounds(
     there is one, else the Dask ``scheduler`` named (the threaded one when
     None). ``resume=True`` finishes a store of the same run; ``overwrite=True``
     replaces whatever store is at ``output``. ``chunk_rows``: rows per chunk
-    of the store and per stage-C task (default: dask config
-    ``bgdask.chunk-rows``). ``echo`` receives the lines worth showing a user.
+    of the store, and per block a stage-C task holds in memory (default: dask
+    config ``bgdask.chunk-rows``). ``echo`` receives the lines worth showing a user.
     """
     prepared = prepare(source, output, config, skymap=skymap, resume=resume, overwrite=overwrite,
                        chunk_rows=chunk_rows, echo=echo)
