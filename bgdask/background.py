@@ -299,13 +299,20 @@ def apply_offset(image: np.ndarray, offset: np.ndarray) -> np.ndarray:
 @dataclass(frozen=True)
 class Partial:
     """A (partial) sum over warps: the accumulator, and the number of usable
-    pixels of every warp read on the way, as ((visit, patch), count) pairs."""
+    pixels of every warp read on the way, as ((visit, patch), count) pairs;
+    ``notes``: what reading the warps showed, as ((visit, patch), mask bits
+    set without a name, pixels of zero or negative variance) triples."""
 
     acc: Accumulator
     usable_pixels: tuple[tuple[tuple[int, int], int], ...] = ()
+    notes: tuple[tuple[tuple[int, int], int, int], ...] = ()
 
     def __add__(self, other: "Partial") -> "Partial":
-        return Partial(self.acc + other.acc, self.usable_pixels + other.usable_pixels)
+        return Partial(self.acc + other.acc, self.usable_pixels + other.usable_pixels, self.notes + other.notes)
+
+    def noted(self, *notes) -> "Partial":
+        """This partial with ``notes`` added."""
+        return Partial(self.acc, self.usable_pixels, self.notes + tuple(notes))
 
 
 EMPTY = Accumulator(np.zeros((0, 0)), np.zeros((0, 0)), np.zeros((0, 0)))
@@ -332,10 +339,12 @@ def usable_partial(key, bad) -> Partial:
     return Partial(EMPTY, ((key, _usable(bad)),))
 
 
-def visit_model(total: Partial, grid_shape, cfg: MatchConfig, visit: int) -> tuple["VisitModel", tuple]:
-    """Step 5 of one visit from its summed differences, and the usable counts read."""
+def visit_model(total: Partial, grid_shape, cfg: MatchConfig, visit: int) -> tuple["VisitModel", Partial]:
+    """Step 5 of one visit from its summed differences, and what was read on
+    the way (the usable counts and notes, without the accumulator)."""
     has_data = any(n > 0 for (v, _), n in total.usable_pixels if v == visit)
-    return difference_model(total.acc, grid_shape, cfg, visit, has_data=has_data), total.usable_pixels
+    return (difference_model(total.acc, grid_shape, cfg, visit, has_data=has_data),
+            Partial(EMPTY, total.usable_pixels, total.notes))
 
 
 def warp_coarse(model: "VisitModel", box: Box, cfg: MatchConfig, coarse_shape) -> tuple[np.ndarray, int, int]:

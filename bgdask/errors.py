@@ -58,6 +58,15 @@ class UnusableWarpWarning(UserWarning):
     """A warp has no usable pixel (all NaN or all under bad mask planes)."""
 
 
+class UnnamedMaskBitsWarning(UserWarning):
+    """A warp's mask has bits set that no ``MP_`` card names; they are kept
+    as planes named ``UNNAMED_<bit>``."""
+
+
+class VarianceWarning(UserWarning):
+    """A warp has pixels of zero or negative variance; they are treated as bad."""
+
+
 class NothingMatchedWarning(UserWarning):
     """A run in which no visit is matched to the reference (one visit, or
     every other visit skipped or empty)."""

@@ -27,10 +27,12 @@ import numpy as np
 
 from .background import VisitModel
 from .config import MatchConfig
-from .errors import ConfigError, NothingMatchedWarning, UnusableWarpWarning
+from .errors import (ConfigError, InputError, NothingMatchedWarning, UnnamedMaskBitsWarning, UnusableWarpWarning,
+                     VarianceWarning)
 from .executors import Executor, Progress
 from .geometry import SkyMap
 from .io.warp import Warp
+from .masks import unnamed_name, with_unnamed
 from .stages import Solution, Tract, coarse_geometry, matched_arrays, stage_a, stage_b, tract_of
 from .table import visit_table
 
@@ -113,12 +115,50 @@ def solve(tract: Tract, cfg: MatchConfig, executor: Executor,
         ref, criteria = cfg.ref_visit, {}
         check_reference(cfg, tract.visits)
     t0 = time.perf_counter()
-    models, pixels = stage_b(tract, cfg, ref, executor)
+    models, pixels, notes = stage_b(tract, cfg, ref, executor)
     timings["stage B"] = time.perf_counter() - t0
     log.info("stage B: %d difference models (%.2f s)", len(models) - 1, timings["stage B"])
-    sol = Solution(ref, models, pixels)
+    layout = mask_layout(tract, notes)
+    warn_variance(tract, notes)
+    sol = Solution(ref, models, pixels, layout)
     warn_if_nothing_matched(sol)
     return sol, criteria
+
+
+def mask_layout(tract: Tract, notes) -> dict[str, int]:
+    """The matched warps' mask layout: the collection's, plus a plane
+    UNNAMED_<bit> for each bit a file set without naming it (a warning
+    names each file), or an InputError with dask config
+    ``bgdask.unnamed-mask-bits: error``."""
+    import dask.config
+
+    describe = describe_warp(tract)
+    found = {key: [b for b in range(32) if bits >> b & 1] for key, (bits, _) in sorted(notes.items()) if bits}
+    if not found:
+        return dict(tract.mask_planes)
+    policy = str(dask.config.get("bgdask.unnamed-mask-bits", "keep")).lower()
+    if policy not in ("keep", "error"):
+        raise ConfigError(f"dask config bgdask.unnamed-mask-bits must be keep or error, got {policy!r}")
+    if policy == "error":
+        key, bits = next(iter(found.items()))
+        raise InputError(f"{describe(key)}: mask bits {', '.join(map(str, bits))} are set but no MP_ card "
+                         f"names them ({len(found)} warps like this)",
+                         api="name them in the files, or set dask config bgdask.unnamed-mask-bits: keep",
+                         cli="name them in the files, or set DASK_BGDASK__UNNAMED_MASK_BITS=keep")
+    for key, bits in found.items():
+        names = ", ".join(unnamed_name(b) for b in bits)
+        warnings.warn(f"{describe(key)}: mask bits {', '.join(map(str, bits))} are set but no MP_ card names "
+                      f"them; kept as the planes {names}", UnnamedMaskBitsWarning, stacklevel=4)
+    return with_unnamed(tract.mask_planes, {b for bits in found.values() for b in bits})
+
+
+def warn_variance(tract: Tract, notes) -> None:
+    """A warning per warp with pixels of zero or negative variance (they were treated as bad)."""
+    describe = describe_warp(tract)
+    for key, (_, n) in sorted(notes.items()):
+        if n:
+            warnings.warn(f"{describe(key)}: {n} pixels of zero or negative variance; treated as bad "
+                          "(left out of the statistics, like masked pixels)", VarianceWarning, stacklevel=4)
 
 
 def warn_if_nothing_matched(sol: Solution) -> None:
@@ -169,6 +209,9 @@ def matched_dataset(tract: Tract, cfg: MatchConfig, sol: Solution):
     _, first, _, _ = coarse_geometry(tract, cfg)
     out = tract.ds.copy()
     out["image"] = (tract.ds["image"].dims, arrays["image"], tract.ds["image"].attrs)
+    if "mask" in arrays:  # with UNNAMED planes
+        out["mask"] = (tract.ds["mask"].dims, arrays["mask"], tract.ds["mask"].attrs)
+        out.attrs["mask_planes"] = dict(sol.mask_planes)
     out["offset_coarse"] = (("visit", "patch", "cy", "cx"), arrays["offset_coarse"])
     out = out.assign_coords(
         coarse_y0=("patch", np.array([first[p][0] for p in tract.patches], dtype=np.int64)),
@@ -187,13 +230,14 @@ def match(ds, config: MatchConfig | None = None, *, skymap: SkyMap | None = None
     cfg = config or MatchConfig()
     tract = tract_of(ds, skymap)
     check_reference(cfg, tract.visits)
+    cfg.check_mask_planes(list(tract.mask_planes))
     executor = Executor.resolve(client, scheduler, progress)
     timings: dict[str, float] = {}
     sol, criteria = solve(tract, cfg, executor, timings)
     unusable = unusable_warps(sol)
     warn_unusable(unusable, describe_warp(tract))
     return MatchResult(sol.reference, visit_table(tract.visits, criteria, sol.models), dict(sol.models),
-                       tract.skymap, cfg, matched_dataset(tract, cfg, sol), dict(tract.mask_planes),
+                       tract.skymap, cfg, matched_dataset(tract, cfg, sol), dict(sol.mask_planes),
                        unusable, timings)
 
 

@@ -81,6 +81,7 @@ def prepare(
     say = echo or (lambda msg: log.info(msg))
     catalog = source if isinstance(source, Catalog) else find_warps(source)
     sm = catalog.resolve_skymap(skymap, log=say)
+    cfg.check_mask_planes(list(catalog.mask_planes), source=f"the inputs ({catalog.source})")
     output = _resolved(output)
     if os.path.exists(catalog.source) and _resolved(catalog.source) == output:
         raise StoreError(f"{output}: the output is the input store")
@@ -130,7 +131,7 @@ def run(prepared: Prepared, client=None, *, scheduler: str | None = None, progre
     store = p.resume_store
     if store is not None:
         table = store.table()
-        sol = Solution(store.reference_visit, store.models(), _stored_usable(store))
+        sol = Solution(store.reference_visit, store.models(), _stored_usable(store), store.mask_planes)
         say(f"resuming {output}: models from the store, reference visit {sol.reference}")
     else:
         # stages A and B first: bad input fails here, before any store exists
@@ -141,7 +142,7 @@ def run(prepared: Prepared, client=None, *, scheduler: str | None = None, progre
             store = Store.create(
                 output, visits=tract.visits, patches=tract.patches, present=tract.present, skymap=p.skymap,
                 config=cfg, chunk_rows=p.chunk_rows, overwrite=p.overwrite,
-                attrs={"config": cfg.to_json(), "skymap": p.skymap.to_dict(), "mask_planes": tract.mask_planes,
+                attrs={"config": cfg.to_json(), "skymap": p.skymap.to_dict(), "mask_planes": sol.mask_planes,
                        "fingerprint": p.fingerprint, "source": os.path.abspath(p.catalog.source)})
             store.write_models(sol.models, table, sol.reference, _usable_array(tract, sol))
         except OSError as exc:
@@ -163,7 +164,7 @@ def run(prepared: Prepared, client=None, *, scheduler: str | None = None, progre
         raise StoreError(f"{output}: some warps were not written", api="run again with resume=True",
                          cli="run again with --resume")
     return MatchResult(sol.reference, table, dict(sol.models), p.skymap, cfg, store.dataset(),
-                       dict(tract.mask_planes), unusable_warps(sol), timings, store=output)
+                       dict(sol.mask_planes or tract.mask_planes), unusable_warps(sol), timings, store=output)
 
 
 def match_backgrounds(

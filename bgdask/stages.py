@@ -22,6 +22,7 @@ on the scheduler, so every scheduler gives the same numbers bit for bit.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -155,26 +156,50 @@ def _whole(blocks, box: Box, y_starts) -> np.ndarray:
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
-def _image_and_bad(image_blocks, mask_blocks, box, y_starts, bad_bits):
+def _whole_mask(blocks, box: Box, y_starts) -> tuple[np.ndarray, int]:
+    """A warp's mask, and the bits its file set without naming them."""
+    parts, unnamed = [], 0
+    for spec, y0 in zip(blocks, y_starts):
+        if y0 >= box.height:
+            break
+        if isinstance(spec, BlockRead):
+            rows, bits = spec.rows_and_unnamed()
+            parts.append(rows)
+            unnamed |= bits
+        else:
+            parts.append(np.asarray(spec)[0, 0, : box.height - y0, : box.width])
+    return (parts[0] if len(parts) == 1 else np.concatenate(parts)), unnamed
+
+
+def _image_and_bad(key, image_blocks, mask_blocks, var_blocks, box, y_starts, bad_bits):
+    """A warp's image, its bad pixels (bad mask planes, non-finite image,
+    zero or negative variance) and its note: (key, mask bits set without a
+    name, pixels of zero or negative variance)."""
     image = _whole(image_blocks, box, y_starts)
-    mask = _whole(mask_blocks, box, y_starts)
-    return image, bad_pixels(mask, bad_bits, image)
+    mask, unnamed = _whole_mask(mask_blocks, box, y_starts)
+    bad = bad_pixels(mask, bad_bits, image)
+    nonpositive = _whole(var_blocks, box, y_starts) <= 0   # NaN variance is not counted
+    n = int(np.count_nonzero(nonpositive))
+    if n:
+        bad |= nonpositive
+    return image, bad, (key, unnamed, n)
 
 
-def _leaf_a(key, image_blocks, mask_blocks, box, y_starts, bad_bits, grid, cfg):
-    image, bad = _image_and_bad(image_blocks, mask_blocks, box, y_starts, bad_bits)
+def _leaf_a(key, image_blocks, mask_blocks, var_blocks, box, y_starts, bad_bits, grid, cfg):
+    image, bad, _ = _image_and_bad(key, image_blocks, mask_blocks, var_blocks, box, y_starts, bad_bits)
     return bg.warp_partial(key, image, bad, box, grid, cfg)
 
 
-def _leaf_b(ref_key, ref_image, ref_mask, key, image_blocks, mask_blocks, box, y_starts, bad_bits, grid, cfg):
-    r_image, r_bad = _image_and_bad(ref_image, ref_mask, box, y_starts, bad_bits)
-    image, bad = _image_and_bad(image_blocks, mask_blocks, box, y_starts, bad_bits)
-    return bg.difference_partial(ref_key, r_image, r_bad, key, image, bad, box, grid, cfg)
+def _leaf_b(ref_key, ref_image, ref_mask, ref_var, key, image_blocks, mask_blocks, var_blocks, box, y_starts,
+            bad_bits, grid, cfg):
+    r_image, r_bad, r_note = _image_and_bad(ref_key, ref_image, ref_mask, ref_var, box, y_starts, bad_bits)
+    image, bad, note = _image_and_bad(key, image_blocks, mask_blocks, var_blocks, box, y_starts, bad_bits)
+    return bg.difference_partial(ref_key, r_image, r_bad, key, image, bad, box, grid, cfg).noted(r_note, note)
 
 
-def _leaf_count(key, image_blocks, mask_blocks, box, y_starts, bad_bits):
-    _, bad = _image_and_bad(image_blocks, mask_blocks, box, y_starts, bad_bits)
-    return bg.usable_partial(key, bad)
+def _leaf_count(key, image_blocks, mask_blocks, var_blocks, box, y_starts, bad_bits):
+    _, bad, note = _image_and_bad(key, image_blocks, mask_blocks, var_blocks, box, y_starts, bad_bits)
+    return bg.usable_partial(key, bad).noted(note)
 
 
 # -- graph building ------------------------------------------------------------------
@@ -252,7 +277,7 @@ def stage_a(tract: Tract, cfg: MatchConfig, executor) -> tuple[int, dict]:
         leaves = []
         for key in (k for k in tract.keys if k[0] == v):
             vi, pi = tract.index(key)
-            leaves.append(g.task(g.key("warp", vi, pi), _leaf_a, key, *g.planes(vi, pi, "image", "mask"),
+            leaves.append(g.task(g.key("warp", vi, pi), _leaf_a, key, *g.planes(vi, pi, *_READ),
                                  tract.boxes[key[1]], ys, bits, grid, cfg))
         if not leaves:
             continue
@@ -262,9 +287,17 @@ def stage_a(tract: Tract, cfg: MatchConfig, executor) -> tuple[int, dict]:
     return choose_reference({c.visit: c for c in criteria}, cfg)
 
 
-def stage_b(tract: Tract, cfg: MatchConfig, ref: int, executor) -> tuple[dict, dict]:
-    """Every visit's difference model (the reference's is zero) and every
-    warp's number of usable pixels."""
+#: The planes stages A and B read: the variance too, since pixels of zero or
+#: negative variance are bad (reading it costs stages A and B about a tenth
+#: more time: BENCHMARKS.md, "Reliability").
+_READ = ("image", "mask", "variance")
+
+
+def stage_b(tract: Tract, cfg: MatchConfig, ref: int, executor) -> tuple[dict, dict, dict]:
+    """Every visit's difference model (the reference's is zero), every
+    warp's number of usable pixels, and every warp's notes: (mask bits set
+    without a name, pixels of zero or negative variance). Stage B reads
+    every warp whole, so these cover them all."""
     grid, bits = _common(tract, cfg)
     g = _Graph(tract, "b", cfg_token(cfg, ref))
     ys = tract.row_starts
@@ -278,10 +311,10 @@ def stage_b(tract: Tract, cfg: MatchConfig, ref: int, executor) -> tuple[dict, d
             vi, pi = tract.index(key)
             box = tract.boxes[key[1]]
             ref_key = (ref, key[1])
-            own = g.planes(vi, pi, "image", "mask")
+            own = g.planes(vi, pi, *_READ)
             if ref_key in present:
                 ri, _ = tract.index(ref_key)
-                leaves.append(g.task(g.key("diff", vi, pi), _leaf_b, ref_key, *g.planes(ri, pi, "image", "mask"),
+                leaves.append(g.task(g.key("diff", vi, pi), _leaf_b, ref_key, *g.planes(ri, pi, *_READ),
                                      key, *own, box, ys, bits, grid, cfg))
                 read_refs.add(ref_key)
             else:
@@ -295,19 +328,19 @@ def stage_b(tract: Tract, cfg: MatchConfig, ref: int, executor) -> tuple[dict, d
     for key in tract.keys:
         if key[0] == ref and key not in read_refs:
             vi, pi = tract.index(key)
-            rest.append(g.task(g.key("count", vi, pi), _leaf_count, key, *g.planes(vi, pi, "image", "mask"),
+            rest.append(g.task(g.key("count", vi, pi), _leaf_count, key, *g.planes(vi, pi, *_READ),
                                tract.boxes[key[1]], ys, bits))
     results = executor.compute(g.graph(), jobs + rest, "stage B: difference models")
     models = {v: model for v, (model, _) in zip(order, results[: len(jobs)])}
     models[ref] = bg.VisitModel.zero(ref, grid, "reference")
     pixels: dict[tuple[int, int], int] = {}
-    for _, pairs in results[: len(jobs)]:
-        pixels.update(pairs)
-    for part in results[len(jobs):]:
+    notes: dict[tuple[int, int], tuple[int, int]] = {}
+    for part in [read for _, read in results[: len(jobs)]] + list(results[len(jobs):]):
         pixels.update(part.usable_pixels)
+        notes.update((key, (unnamed, n)) for key, unnamed, n in part.notes)
     for v in tract.visits:               # a visit with no warp at all
         models.setdefault(v, bg.VisitModel.zero(v, grid, "empty"))
-    return dict(sorted(models.items())), pixels
+    return dict(sorted(models.items())), pixels, notes
 
 
 def cfg_token(cfg: MatchConfig, *extra) -> str:
@@ -324,6 +357,9 @@ class Solution:
     reference: int
     models: Mapping[int, bg.VisitModel]
     usable_pixels: Mapping[tuple[int, int], int]
+    #: the mask layout of the matched warps: the collection's, plus a plane
+    #: UNNAMED_<bit> for each bit some file set without naming it (None: the collection's)
+    mask_planes: Mapping[str, int] | None = None
 
     def matches(self, key: tuple[int, int]) -> bool:
         """Whether a warp gets its visit's offset (unusable warps pass unchanged)."""
@@ -389,13 +425,28 @@ def matched_arrays(tract: Tract, cfg: MatchConfig, sol: Solution) -> dict:
                 g.task((name, vi, pi, yi, 0), _matched_block, spec, g.ref(coarse_keys[key]), box,
                        tract.rows_of(yi), width, sol.matches(key), cfg)
             g.task((cname, vi, pi, 0, 0), _padded_coarse, g.ref(coarse_keys[key]), padded)
+    mname = None
+    if sol.mask_planes is not None and dict(sol.mask_planes) != tract.mask_planes:
+        # bits without a name found: the matched mask carries them as UNNAMED planes
+        mname = name + "-mask"
+        for vi in range(len(tract.visits)):
+            for pi in range(len(tract.patches)):
+                for yi, spec in enumerate(_retarget(tract.blocks("mask", vi, pi), sol.mask_planes)):
+                    if isinstance(spec, BlockRead):
+                        g.task((mname, vi, pi, yi, 0), _mask_block, spec)
+                    else:
+                        g.task((mname, vi, pi, yi, 0), np.asarray, spec)
     graph = g.graph()
     image = da.Array(graph, name, chunks=src.chunks, dtype=PLANE_DTYPES["image"],
                      meta=np.empty((0, 0, 0, 0), dtype=PLANE_DTYPES["image"]))
     nv, npch = len(tract.visits), len(tract.patches)
     grids = da.Array(graph, cname, chunks=((1,) * nv, (1,) * npch, (padded[0],), (padded[1],)),
                      dtype=np.float64, meta=np.empty((0, 0, 0, 0)))
-    return {"image": image, "offset_coarse": grids}
+    out = {"image": image, "offset_coarse": grids}
+    if mname:
+        out["mask"] = da.Array(graph, mname, chunks=tract.array("mask").chunks, dtype=PLANE_DTYPES["mask"],
+                               meta=np.empty((0, 0, 0, 0), dtype=PLANE_DTYPES["mask"]))
+    return out
 
 
 def _padded_coarse(coarse, shape):
@@ -424,6 +475,19 @@ def _write(store, vi, pi, box, rows, image_spec, mask_spec, var_spec, coarse, ap
         store.finish_warp(vi, pi, coarse[0])
 
 
+def _retarget(specs: list, layout) -> list:
+    """Mask read specs remapping to ``layout`` (the solution's, which may
+    have UNNAMED planes the collection's lacks)."""
+    if layout is None:
+        return specs
+    return [dataclasses.replace(s, target=dict(layout))
+            if isinstance(s, BlockRead) and s.target is not None and s.target != layout else s for s in specs]
+
+
+def _mask_block(spec):
+    return spec.padded()
+
+
 def _finish(store, vi, pi, coarse, *written) -> None:
     """Mark a warp done once all its chunks (``written``) have landed."""
     store.finish_warp(vi, pi, coarse[0])
@@ -439,6 +503,7 @@ def write_graph(tract: Tract, cfg: MatchConfig, sol: Solution, store, keys) -> t
         vi, pi = tract.index(key)
         box = tract.boxes[key[1]]
         specs = [tract.blocks(plane, vi, pi) for plane in ("image", "mask", "variance")]
+        specs[1] = _retarget(specs[1], sol.mask_planes)
         n = sum(1 for y0 in tract.row_starts if y0 < box.height)
         written = []
         for yi in range(n):
