@@ -3,7 +3,8 @@
 Every subcommand has a description, an example and help for each option
 (``bgdask COMMAND --help``). Errors a user can cause print one line,
 ``bgdask: error: ...``, naming the file, warp or option at fault, and exit
-with status 2; ``-v`` adds the traceback and the workers' logs.
+with status 2; ``-v`` adds the traceback and the workers' logs. The exit
+statuses are defined in :mod:`bgdask.errors` (``EXIT_STATUSES``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import traceback
 from pathlib import Path
 
 from . import __version__
-from .errors import BgdaskError
+from .errors import (EXIT_ERROR, EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK, EXIT_STATUSES, BgdaskError,
+                     DamagedStoreError)
 
 log = logging.getLogger("bgdask")
 
@@ -74,8 +76,23 @@ def _run_match(args, source, output, cfg, skymap=None, overwrite=None):
     t0 = time.perf_counter()
     prepared = prepare(source, output, cfg, skymap=skymap, resume=getattr(args, "resume", False),
                        overwrite=args.overwrite if overwrite is None else overwrite,
-                       chunk_rows=getattr(args, "chunk_rows", None), echo=_echo)
-    # the inputs are fine: now load what computing needs, and start the cluster
+                       chunk_rows=getattr(args, "chunk_rows", None),
+                       verify=not getattr(args, "no_verify", False), echo=_echo)
+    # the inputs are fine and the output is ours (locked): now load what
+    # computing needs, and start the cluster
+    try:
+        result = _compute(args, options, prepared)
+    finally:
+        prepared.release()  # also when the cluster never started
+    result.timings["total"] = time.perf_counter() - t0
+    report = getattr(args, "performance_report", None)
+    if report:
+        _echo(f"dask performance report: {report}")
+    _echo("times: " + ", ".join(f"{stage} {seconds:.2f} s" for stage, seconds in result.timings.items()))
+    return result
+
+
+def _compute(args, options, prepared):
     from .cluster import connect, dashboard_link
     from .kernels.stats import warm_up
     from .pipeline import run
@@ -101,15 +118,8 @@ def _run_match(args, source, output, cfg, skymap=None, overwrite=None):
             ctx = performance_report(filename=str(report))
         with ctx:
             progress = Progress(sys.stderr.isatty() and not args.no_progress)
-            result = run(prepared, client, progress=progress, echo=_echo)
-    result.timings["total"] = time.perf_counter() - t0
-    if report:
-        from .io.store import Store
-
-        Store(result.store).set_attrs(performance_report=str(Path(report).resolve()))
-        _echo(f"dask performance report: {report}")
-    _echo("times: " + ", ".join(f"{stage} {seconds:.2f} s" for stage, seconds in result.timings.items()))
-    return result
+            attrs = {"performance_report": str(Path(report).resolve())} if report else {}
+            return run(prepared, client, progress=progress, echo=_echo, attrs=attrs)
 
 
 def cmd_match(args) -> int:
@@ -118,7 +128,7 @@ def cmd_match(args) -> int:
     _echo(f"matched tract written to {result.store}")
     if result.unusable:
         _echo(f"{len(result.unusable)} warp(s) had no usable pixel and were written unchanged")
-    return 0
+    return EXIT_OK
 
 
 def cmd_simulate(args) -> int:
@@ -133,7 +143,7 @@ def cmd_simulate(args) -> int:
     _echo(f"simulated {len(sim.warps)} warps of {len(sim.visits)} visits in "
           f"{time.perf_counter() - t0:.1f} s: {sim.skymap}")
     _echo(f"wrote {Path(args.outdir) / 'manifest.csv'}, skymap.yaml, truth.json and warps/")
-    return 0
+    return EXIT_OK
 
 
 def cmd_demo(args) -> int:
@@ -158,13 +168,20 @@ def cmd_demo(args) -> int:
           f"{100 * err / rms:.2f}% of the injected offsets' RMS {rms:.3f} nJy")
     _echo(f"matched tract written to {store}")
     _echo(f"report: {write_report(store, outdir / 'report.html')}")
-    return 0
+    return EXIT_OK
 
 
 def cmd_inspect(args) -> int:
     from .io.store import Store
 
-    st = Store.open(args.store)
+    try:
+        return _inspect(args, Store.open(args.store))
+    except DamagedStoreError as exc:  # a store, damaged: inspect's answer is "not whole"
+        print(f"bgdask: error: {exc.cli_message()}", file=sys.stderr)
+        return EXIT_INCOMPLETE
+
+
+def _inspect(args, st) -> int:
     present = st.present
     done = st.done() & present
     complete = st.complete and bool(done.sum() == present.sum())
@@ -176,12 +193,25 @@ def cmd_inspect(args) -> int:
         _print_table(st.table(), st.reference_visit)
     else:
         _echo("models: not computed yet")
+    damaged = {}
+    if args.verify:
+        t0 = time.perf_counter()
+        damaged = st.verify()
+        for (v, p), why in sorted(damaged.items()):
+            _echo(f"damaged: warp (visit {v}, patch {p}): {why}")
+        _echo(f"verified: {int(done.sum())} done warps read back in {time.perf_counter() - t0:.1f} s, "
+              f"{len(damaged)} damaged")
+    if damaged:
+        names = ", ".join(f"(visit {v}, patch {p})" for v, p in sorted(damaged))
+        _echo(f"complete: NO ({len(damaged)} damaged warps: {names}); "
+              "repair them with: bgdask match INPUT -o STORE --resume")
+        return EXIT_INCOMPLETE
     if complete:
-        _echo("complete: yes")
-        return 0
+        _echo("complete: yes" + (" (verified)" if args.verify else ""))
+        return EXIT_OK
     _echo(f"complete: NO ({int(present.sum() - done.sum())} warps not done); "
           "finish it with: bgdask match INPUT -o STORE --resume")
-    return 1
+    return EXIT_INCOMPLETE
 
 
 def cmd_export(args) -> int:
@@ -197,14 +227,16 @@ def cmd_export(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     tract = st.skymap.tract if st.skymap else None
     n = 0
+    st.check_models()
     for v, p in st.keys():
-        src = st.warp_source(v, p)
-        warp = Warp(*(src.read(plane) for plane in ("image", "mask", "variance")), x0=src.box.x0,
-                    y0=src.box.y0, mask_planes=st.mask_planes, visit=v, patch=p, tract=tract)
+        box = st.boxes[p]
+        planes = st.read_verified(v, p)  # a damaged warp is an error naming it, not NaN in the output
+        warp = Warp(planes["image"], planes["mask"], planes["variance"], x0=box.x0,
+                    y0=box.y0, mask_planes=st.mask_planes, visit=v, patch=p, tract=tract)
         write_warp(out / f"matched_{v}_{p}.fits", warp, overwrite=args.overwrite)
         n += 1
     _echo(f"wrote {n} matched warps to {out}")
-    return 0
+    return EXIT_OK
 
 
 def _beside(store: str, suffix: str) -> Path:
@@ -218,21 +250,21 @@ def cmd_plot(args) -> int:
 
     for p in write_figures(args.store, args.output or _beside(args.store, "_figures")):
         _echo(str(p))
-    return 0
+    return EXIT_OK
 
 
 def cmd_report(args) -> int:
     from .report import write_report
 
     _echo(str(write_report(args.store, args.output or _beside(args.store, "_report.html"))))
-    return 0
+    return EXIT_OK
 
 
 def cmd_cluster(args) -> int:
     from .cluster import job_script, options_from_args
 
     _echo(job_script(options_from_args(args)))
-    return 0
+    return EXIT_OK
 
 
 # -- parser -------------------------------------------------------------------------
@@ -260,7 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="bgdask", formatter_class=_Formatter,
         description="Match the sky backgrounds of warped exposures to a reference visit, on Dask.",
         epilog="Run `bgdask COMMAND --help` for a command's options and an example. "
-               "Start with `bgdask demo`.",
+               "Start with `bgdask demo`. Exit status: "
+               + "; ".join(f"{code} {meaning}" for code, meaning in EXIT_STATUSES.items()) + ".",
     )
     parser.add_argument("--version", action="version", version=f"bgdask {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true",
@@ -280,7 +313,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="YAML or TOML file of configuration fields (docs/configuration.md)")
     p.add_argument("--skymap", default=None, metavar="FILE",
                    help="skymap YAML: patch_inner, patch_border, num_patches (default: inferred from the boxes)")
-    p.add_argument("--resume", action="store_true", help="finish an interrupted run of the same inputs")
+    p.add_argument("--resume", action="store_true",
+                   help="finish an interrupted run of the same inputs; done warps are first checked against "
+                        "their checksums and damaged ones written again")
+    p.add_argument("--no-verify", action="store_true",
+                   help="with --resume: trust the done warps instead of reading them back")
     p.add_argument("--overwrite", action="store_true", help="replace an existing store at OUT.zarr")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--performance-report", default=None, metavar="FILE",
@@ -319,9 +356,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _command(sub, "inspect", "print a store's reference visit, table and completeness",
                  "Print what a store holds: geometry, warps present and done, the reference visit and\n"
-                 "the per-visit table. Exit status 0 when the store is complete, 1 when it is not.",
-                 "bgdask inspect out.zarr", cmd_inspect)
+                 "the per-visit table. Exit status 0 when the store is complete, 1 when it is not\n"
+                 "(or is damaged), 2 when it is not a bgdask store.",
+                 "bgdask inspect out.zarr --verify", cmd_inspect)
     p.add_argument("store", help="a bgdask store (OUT.zarr)")
+    p.add_argument("--verify", action="store_true",
+                   help="read every chunk of every done warp back and check it against the checksum "
+                        "recorded when it was written; name the damaged warps")
 
     p = _command(sub, "export", "write a store's matched warps as afw-format FITS",
                  "Write every matched warp of a complete store as an afw-format FITS file\n"
@@ -389,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse(parser, argv)
     if not getattr(args, "func", None):
         parser.print_help()
-        return 2
+        return EXIT_ERROR
     _configure_logging(args.verbose)
     warnings.simplefilter("default", UserWarning)
     try:
@@ -398,11 +439,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.verbose:
             traceback.print_exc()
         print(f"bgdask: error: {exc.cli_message()}", file=sys.stderr)
-        return 2
+        return EXIT_ERROR
     except KeyboardInterrupt:
         print("\nbgdask: interrupted; workers were shut down. Finish the run with the same "
               "command and --resume.", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -469,10 +469,11 @@ def _write(store, vi, pi, box, rows, image_spec, mask_spec, var_spec, coarse, ap
     (mask,) = _rows([mask_spec], box, [rows.start])
     (variance,) = _rows([var_spec], box, [rows.start])
     local = slice(rows.start, rows.start + image.shape[0])
-    store.write_rows(vi, pi, rows.start, bg.matched_rows(image, coarse, box, local, apply, cfg), mask,
-                     np.asarray(variance, dtype=np.float32))
+    crcs = store.write_rows(vi, pi, rows.start, bg.matched_rows(image, coarse, box, local, apply, cfg), mask,
+                            np.asarray(variance, dtype=np.float32))
     if finish:
-        store.finish_warp(vi, pi, coarse[0])
+        store.finish_warp(vi, pi, coarse[0], crcs)
+    return crcs
 
 
 def _retarget(specs: list, layout) -> list:
@@ -489,8 +490,9 @@ def _mask_block(spec):
 
 
 def _finish(store, vi, pi, coarse, *written) -> None:
-    """Mark a warp done once all its chunks (``written``) have landed."""
-    store.finish_warp(vi, pi, coarse[0])
+    """Mark a warp done once all its chunks have landed (``written``: each
+    block's CRCs, in row order: the warp's checksum)."""
+    store.finish_warp(vi, pi, coarse[0], [c for crcs in written for c in crcs])
 
 
 def write_graph(tract: Tract, cfg: MatchConfig, sol: Solution, store, keys) -> tuple[Any, list]:
