@@ -92,6 +92,32 @@ def _run_match(args, source, output, cfg, skymap=None, overwrite=None):
     return result
 
 
+@contextlib.contextmanager
+def _ctrl_c_spares_workers(options):
+    """Start a local cluster with SIGINT blocked in this thread: the threads
+    the cluster starts inherit the mask, and so do the worker processes they
+    spawn (now and when a worker is restarted), so a Ctrl-C, which reaches
+    the whole process group, never interrupts a worker half started (its
+    traceback used to precede bgdask's one-line message). This process
+    receives a Ctrl-C pressed meanwhile as soon as the cluster is up, and
+    shuts the cluster down."""
+    import signal
+
+    if options.effective_kind != "local" or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    # multiprocessing unblocks SIGINT in the thread that starts its resource
+    # tracker (once per process): start it first, with SIGINT unblocked
+    from multiprocessing import resource_tracker
+
+    resource_tracker.ensure_running()
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def _compute(args, options, prepared):
     from .cluster import connect, dashboard_link
     from .kernels.stats import warm_up
@@ -102,7 +128,9 @@ def _compute(args, options, prepared):
     # then load them from numba's cache instead of all compiling at once
     warm = threading.Thread(target=warm_up, args=(_echo,), daemon=True)
     warm.start()
-    with connect(options) as client:
+    with contextlib.ExitStack() as stack:
+        with _ctrl_c_spares_workers(options):
+            client = stack.enter_context(connect(options))
         if not args.verbose:
             from ._worker_preload import QuietExpectedErrors
 
@@ -421,6 +449,12 @@ def _quiet_distributed(verbose: bool) -> None:
 
     for name in ("distributed", "dask_jobqueue"):
         logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
+    if not verbose:  # a slow worker shutdown after Ctrl-C or a failed run is not news
+        logging.getLogger("distributed.nanny").addFilter(_drop_slow_shutdown)
+
+
+def _drop_slow_shutdown(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("Worker process still alive after")
 
 
 def main(argv: list[str] | None = None) -> int:
