@@ -17,7 +17,11 @@ Measured, on a LocalCluster of 2 workers x 1 thread:
 * graph build time and task count of stages A, B and C (recorded by
   wrapping bgdask.executors.Executor.compute: build = stage time - compute);
 * ``bgdask.open_warps`` build time and task count for 5,000 and 20,000 warps
-  (no I/O: headers come from the catalog).
+  (no I/O: headers come from the catalog);
+* the graph build of stages A, B and C alone for 5,000 warps (no compute);
+* with ``--baseline REV`` (e.g. c283238, before the collection-centred
+  redesign), the same script of that revision first, run from a temporary
+  git worktree in a subprocess, so both sets of figures come from one run.
 """
 
 from __future__ import annotations
@@ -151,12 +155,78 @@ def bench_open_warps(headers, n: int, repeats: int = 3):
     return best, per_plane, total, len(catalog)
 
 
+def bench_graph_build(headers, n: int, repeats: int = 3) -> dict[str, tuple[float, int]]:
+    """Seconds (best of ``repeats``) and tasks to build each stage's graph for
+    ``n`` warps, computing nothing (stage B with the first visit as reference)."""
+    from bgdask import MatchConfig
+    from bgdask.collection import open_warps
+    from bgdask.io.store import Store
+    from bgdask.stages import Solution, graph_a, graph_b, matched_arrays, tract_of, write_graph
+
+    catalog, sm = tiny_catalog(headers, n)
+    cfg = MatchConfig()
+    out: dict[str, tuple[float, int]] = {}
+
+    def best(label, fn):
+        t = np.inf
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            r = fn()
+            t = min(t, time.perf_counter() - t0)
+        out[label] = (t, r)
+        return r
+
+    tract = best("open_warps + checks", lambda: tract_of(open_warps(catalog, sm), sm))
+    out["open_warps + checks"] = (out["open_warps + checks"][0], 3 * len(tract.keys))
+    def tasks(graph, key):
+        return len(next(lay for lay in graph.layers.values() if key in lay))
+
+    ga = best("stage A", lambda: graph_a(tract, cfg))
+    out["stage A"] = (out["stage A"][0], tasks(ga[0], ga[1][0]))
+    gb = best("stage B", lambda: graph_b(tract, cfg, tract.visits[0]))
+    out["stage B"] = (out["stage B"][0], tasks(gb[0], gb[1][0]))
+    models = {v: __import__("bgdask").background.VisitModel.zero(v, (4, 4), "matched") for v in tract.visits}
+    sol = Solution(tract.visits[0], models, {})
+    gc = best("stage C (store writes)", lambda: write_graph(tract, cfg, sol, Store("/nonexistent.zarr"), tract.keys))
+    out["stage C (store writes)"] = (out["stage C (store writes)"][0], tasks(gc[0], gc[1][0]))
+    lazy = best("stage C (lazy matched)", lambda: matched_arrays(tract, cfg, sol))
+    out["stage C (lazy matched)"] = (out["stage C (lazy matched)"][0],
+                                     len(lazy["image"].dask.layers[lazy["image"].name]))
+    return out
+
+
+def run_baseline(rev: str, argv: list[str]) -> None:
+    """This script as it was at ``rev``, in a temporary worktree, in a subprocess."""
+    import subprocess
+    import tempfile
+
+    root = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory(prefix="bgdask-baseline-") as tmp:
+        tree = Path(tmp) / "tree"
+        subprocess.run(["git", "-C", str(root), "worktree", "add", "--detach", str(tree), rev], check=True,
+                       capture_output=True)
+        try:
+            print(f"--- baseline {rev}: benchmarks/bench_overhead.py {' '.join(argv)} (its own output) ---")
+            sys.stdout.flush()
+            subprocess.run([sys.executable, "benchmarks/bench_overhead.py", *argv], cwd=tree, check=True,
+                           env={**os.environ, "PYTHONPATH": str(tree)})
+            print(f"--- end of baseline {rev} ---\n")
+        finally:
+            subprocess.run(["git", "-C", str(root), "worktree", "remove", "--force", str(tree)], check=False)
+
+
 def main(argv=None):
     p = common.parser(__doc__.splitlines()[0])
     p.add_argument("--warps", type=int, default=None, help="warps in the matched tract (default 3000; --small 1000)")
     p.add_argument("--repeats", type=int, default=1, help="match runs (best is kept)")
+    p.add_argument("--baseline", default=None, metavar="REV",
+                   help="first run this script as it was at git revision REV (e.g. c283238)")
     args = p.parse_args(argv)
     common.apply_common(args)
+    if args.baseline:
+        passed = [a for a in (argv if argv is not None else sys.argv[1:])]
+        i = passed.index("--baseline")
+        run_baseline(args.baseline, passed[:i] + passed[i + 2:])
     common.banner("bench_overhead: thousands of tiny (64 x 64) warps")
     n = args.warps or (1000 if args.small else 3000)
     work = Path(args.workdir)
@@ -212,6 +282,16 @@ def main(argv=None):
     print(f"  setup (catalog checks, fingerprint, store creation, models, completion): {setup:.2f} s "
           f"= {1e3 * setup / n:.2f} ms per warp")
     common.print_task_summary(summary, wall, 2, "task time per key prefix (best run)")
+
+    print("\ngraph build alone, 5,000 warps (no compute; best of 3):")
+    built = bench_graph_build(headers, 5000)
+    stages = [k for k in built if k.startswith("stage") and k != "stage C (lazy matched)"]
+    for label, (t, tasks) in built.items():
+        print(f"  {label:<24}{t:>8.3f} s  {tasks:>7} tasks  {1e6 * t / max(tasks, 1):>6.1f} us/task")
+    total = sum(built[k][0] for k in stages)
+    print(f"  RESULT stages A + B + C build: {total:.3f} s for 5,000 warps = {1e3 * total / 5000:.3f} ms per warp "
+          f"(goal at most 0.5 s: {'MET' if total <= 0.5 else 'NOT MET'}); with open_warps "
+          f"{total + built['open_warps + checks'][0]:.3f} s")
 
     print("\nbgdask.open_warps on an in-memory catalog (best of 3 builds):")
     for size in (5000, 20000):

@@ -4,7 +4,9 @@ Every subcommand has a description, an example and help for each option
 (``bgdask COMMAND --help``). Errors a user can cause print one line,
 ``bgdask: error: ...``, naming the file, warp or option at fault, and exit
 with status 2; ``-v`` adds the traceback and the workers' logs. The exit
-statuses are defined in :mod:`bgdask.errors` (``EXIT_STATUSES``).
+statuses are defined in :mod:`bgdask.errors` (``EXIT_STATUSES``);
+``bgdask inspect --strict`` exits with ``EXIT_FLAGGED`` when a visit of
+the store is flagged.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ import traceback
 from pathlib import Path
 
 from . import __version__
-from .errors import (EXIT_ERROR, EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK, EXIT_STATUSES, BgdaskError,
-                     DamagedStoreError)
+from ._butler_hook import add_butler_arguments, run_butler_match, wants_butler
+from .errors import (EXIT_ERROR, EXIT_FLAGGED, EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK, EXIT_STATUSES,
+                     BgdaskError, DamagedStoreError)
 
 log = logging.getLogger("bgdask")
 
@@ -55,16 +58,88 @@ def _config(args):
     cfg = MatchConfig.from_file(args.config) if getattr(args, "config", None) else MatchConfig()
     if getattr(args, "ref_visit", None) is not None:
         cfg = cfg.replace(ref_visit=args.ref_visit)
-    return cfg
+    return _method_config(args, cfg)
+
+
+#: ``bgdask match`` flags that set a configuration field of the global method
+#: or the placement (flag dest -> field); given, they override the --config file.
+METHOD_FLAGS = {"method": "method", "placement": "placement", "global_smoothness": "global_smoothness",
+                "max_partners": "max_partners", "solver": "solver"}
+
+
+def _method_config(args, cfg):
+    changes = {f: getattr(args, d) for d, f in METHOD_FLAGS.items() if getattr(args, d, None) is not None}
+    if not changes:
+        return cfg
+    from .config import MatchConfig
+
+    return MatchConfig.from_dict({**cfg.to_dict(), **changes}, source="command line")
+
+
+def add_method_arguments(p) -> None:
+    """The flags of the matching method (docs/global.md), defaults from MatchConfig."""
+    from .config import METHODS, PLACEMENT_CHOICES, MatchConfig
+    from .kernels import SOLVERS
+
+    d = MatchConfig()
+    g = p.add_argument_group("method (docs/global.md; each overrides the field of --config)")
+    g.add_argument("--method", choices=METHODS, default=None,
+                   help=f"reference: every visit matched to the reference visit (Rubin's); global: one "
+                        f"least-squares solve through every pair of overlapping visits (default: {d.method})")
+    g.add_argument("--placement", choices=PLACEMENT_CHOICES, default=None,
+                   help="where a superpixel's value sits: centre (Rubin's) or the centroid of its counted "
+                        "pixels (default: auto, centroid for global, centre for reference)")
+    g.add_argument("--global-smoothness", type=float, default=None, metavar="LAMBDA",
+                   help=f"global method: weight of the smoothness prior (default: {d.global_smoothness:g})")
+    g.add_argument("--max-partners", type=int, default=None, metavar="N",
+                   help=f"global method: most partners a visit keeps (default: {d.max_partners})")
+    g.add_argument("--solver", choices=SOLVERS, default=None,
+                   help="global method: sparse solver; auto takes CHOLMOD (pip install 'bgdask[cholmod]') "
+                        "when installed, else SuperLU (default: auto)")
 
 
 def _print_table(table, reference) -> None:
     import pandas as pd
 
+    from .table import shown_columns
+
     _echo(f"reference visit: {reference}")
-    with pd.option_context("display.width", 160, "display.max_columns", 20, "display.max_rows", 500,
+    with pd.option_context("display.width", 160, "display.max_columns", 30, "display.max_rows", 500,
                            "display.float_format", "{:.4g}".format):
-        _echo(table.to_string())
+        _echo(table[shown_columns(table)].to_string())
+
+
+def _print_global(pairs, info) -> None:
+    """The global method's pair table and solve figures (nothing for the reference method)."""
+    if pairs is None:
+        return
+    import pandas as pd
+
+    _echo(f"pairs: {len(pairs)} (u - v; residual RMS and the RMS expected from the noise, nJy)")
+    with pd.option_context("display.width", 160, "display.max_rows", 500, "display.float_format", "{:.4g}".format):
+        _echo(pairs.to_string(index=False))
+    if info:
+        _echo(f"solve: {info['n_unknowns']} unknowns, {info['n_data_rows']} pair equations, "
+              f"{info['nnz_normal']} non-zeros, factor {info['nnz_factor']} non-zeros "
+              f"({info['factor_bytes'] / 1e6:.1f} MB), {info['solver']}, {info['refinements']} refinement "
+              f"step(s), residual {info['residual']:.1e}")
+
+
+def _print_flagged(table, config) -> list[int]:
+    """Say which visits are flagged; returns them."""
+    import numpy as np
+
+    from .table import flagged_visits
+
+    flagged = flagged_visits(table)
+    if not np.isfinite(np.asarray(table["match_ratio"], dtype=float)).any():
+        _echo("flagged: not measured (stage C has not finished)")
+    elif flagged:
+        _echo(f"flagged: {len(flagged)} visit(s) with match_ratio > max_match_ratio = {config.max_match_ratio:g}: "
+              + ", ".join(map(str, flagged)))
+    else:
+        _echo(f"flagged: none (every match_ratio <= max_match_ratio = {config.max_match_ratio:g})")
+    return flagged
 
 
 def _run_match(args, source, output, cfg, skymap=None, overwrite=None):
@@ -151,8 +226,12 @@ def _compute(args, options, prepared):
 
 
 def cmd_match(args) -> int:
+    if wants_butler(args):                  # INPUT is a Butler repository (docs/butler.md)
+        return run_butler_match(args)
     result = _run_match(args, args.input, args.output, _config(args), skymap=args.skymap)
     _print_table(result.table, result.reference_visit)
+    _print_global(result.pairs, result.solve_info)
+    _print_flagged(result.table, result.config)
     _echo(f"matched tract written to {result.store}")
     if result.unusable:
         _echo(f"{len(result.unusable)} warp(s) had no usable pixel and were written unchanged")
@@ -167,6 +246,8 @@ def cmd_simulate(args) -> int:
         args.outdir, n_visits=args.visits, num_patches=tuple(args.patches),
         patch_inner=args.patch_size, patch_border=args.border, seed=args.seed,
         noise_sigma=args.noise, partial=not args.full, compress=args.compress,
+        layout=args.layout, gradient_scale=args.gradient_scale, curvature_scale=args.curvature_scale,
+        chip_pitch=args.chip_pitch, gap_width=args.gap_width, step_visit=args.step_visit, step_amp=args.step_amp,
     )
     _echo(f"simulated {len(sim.warps)} warps of {len(sim.visits)} visits in "
           f"{time.perf_counter() - t0:.1f} s: {sim.skymap}")
@@ -191,6 +272,7 @@ def cmd_demo(args) -> int:
     args.overwrite = True
     result = _run_match(args, warps_dir / "manifest.csv", store, MatchConfig(), skymap=warps_dir / "skymap.yaml")
     _print_table(result.table, result.reference_visit)
+    _print_flagged(result.table, result.config)
     err, rms = store_offset_error(sim, store)
     _echo(f"offset error against the injected truth: RMS {err:.4f} nJy = "
           f"{100 * err / rms:.2f}% of the injected offsets' RMS {rms:.3f} nJy")
@@ -217,8 +299,15 @@ def _inspect(args, st) -> int:
     _echo(f"skymap: {st.skymap}")
     _echo(f"warps: {int(present.sum())} present, {int(done.sum())} done; "
           f"{int((st.usable & done).sum())} with usable pixels")
+    flagged = []
     if st.models_done:
-        _print_table(st.table(), st.reference_visit)
+        cfg = st.config
+        if cfg is not None and cfg.method != "reference":
+            _echo(f"method: {cfg.method} (placement {cfg.value_placement})")
+        table = st.table()
+        _print_table(table, st.reference_visit)
+        _print_global(st.pairs(), st.solve_info)
+        flagged = _print_flagged(table, cfg)
     else:
         _echo("models: not computed yet")
     damaged = {}
@@ -236,7 +325,7 @@ def _inspect(args, st) -> int:
         return EXIT_INCOMPLETE
     if complete:
         _echo("complete: yes" + (" (verified)" if args.verify else ""))
-        return EXIT_OK
+        return EXIT_FLAGGED if args.strict and flagged else EXIT_OK
     _echo(f"complete: NO ({int(present.sum() - done.sum())} warps not done); "
           "finish it with: bgdask match INPUT -o STORE --resume")
     return EXIT_INCOMPLETE
@@ -276,7 +365,7 @@ def _beside(store: str, suffix: str) -> Path:
 def cmd_plot(args) -> int:
     from .report import write_figures
 
-    for p in write_figures(args.store, args.output or _beside(args.store, "_figures")):
+    for p in write_figures(args.store, args.output or _beside(args.store, "_figures"), visits=args.visit):
         _echo(str(p))
     return EXIT_OK
 
@@ -284,7 +373,7 @@ def cmd_plot(args) -> int:
 def cmd_report(args) -> int:
     from .report import write_report
 
-    _echo(str(write_report(args.store, args.output or _beside(args.store, "_report.html"))))
+    _echo(str(write_report(args.store, args.output or _beside(args.store, "_report.html"), visits=args.visit)))
     return EXIT_OK
 
 
@@ -352,6 +441,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write Dask's performance report (HTML) to FILE")
     p.add_argument("--chunk-rows", type=int, default=None, metavar="N",
                    help="rows per output chunk and per stage-C task (default: dask config bgdask.chunk-rows, 1024)")
+    add_method_arguments(p)
+    add_butler_arguments(p)
     add_cluster_arguments(p)
 
     p = _command(sub, "simulate", "write a synthetic tract with known truth",
@@ -369,6 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed (equal seeds give equal files)")
     p.add_argument("--full", action="store_true", help="every visit covers the whole tract")
     p.add_argument("--compress", action="store_true", help="write tile-compressed .fits.fz files")
+    _simulate_test_arguments(p)
 
     p = _command(sub, "demo", "simulate a small tract and match it",
                  "Simulate 4 visits on 3 x 3 patches, match them on a local cluster, print the error\n"
@@ -382,15 +474,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_cluster_arguments(p)
 
-    p = _command(sub, "inspect", "print a store's reference visit, table and completeness",
-                 "Print what a store holds: geometry, warps present and done, the reference visit and\n"
-                 "the per-visit table. Exit status 0 when the store is complete, 1 when it is not\n"
-                 "(or is damaged), 2 when it is not a bgdask store.",
-                 "bgdask inspect out.zarr --verify", cmd_inspect)
+    p = _command(sub, "inspect", "print a store's reference visit, table, flagged visits and completeness",
+                 "Print what a store holds: geometry, warps present and done, the reference visit, the\n"
+                 "per-visit table and the flagged visits (match_ratio above max_match_ratio).\n"
+                 "Exit status: 0 when the store is complete, 1 when it is not (or is damaged), 2 on an\n"
+                 f"error; with --strict, {EXIT_FLAGGED} when it is complete and a visit is flagged.",
+                 "bgdask inspect out.zarr --verify --strict", cmd_inspect)
     p.add_argument("store", help="a bgdask store (OUT.zarr)")
     p.add_argument("--verify", action="store_true",
                    help="read every chunk of every done warp back and check it against the checksum "
                         "recorded when it was written; name the damaged warps")
+    p.add_argument("--strict", action="store_true",
+                   help=f"exit with status {EXIT_FLAGGED} when a visit is flagged")
 
     p = _command(sub, "export", "write a store's matched warps as afw-format FITS",
                  "Write every matched warp of a complete store as an afw-format FITS file\n"
@@ -401,20 +496,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace files that exist in DIR")
 
     p = _command(sub, "plot", "write PNG figures of a store",
-                 "Write the figures of a store as PNG files: the reference choice, each visit's\n"
-                 "difference model and mosaics, the residuals.",
-                 "bgdask plot out.zarr -o figures/", cmd_plot)
+                 "Write the figures of a store as PNG files: the reference choice (when it was chosen),\n"
+                 "the seam maps, the quality per visit, every visit's difference model on one scale,\n"
+                 "and the difference model and mosaics of each flagged visit and of each --visit.",
+                 "bgdask plot out.zarr -o figures/ --visit 1001", cmd_plot)
     p.add_argument("store", help="a bgdask store")
     p.add_argument("-o", "--output", default=None, metavar="DIR",
                    help="output directory (default: beside the store, STORE_figures)")
+    p.add_argument("--visit", type=int, action="append", metavar="V",
+                   help="also the detail figures of visit V (repeat for more)")
 
     p = _command(sub, "report", "write a self-contained HTML run report",
-                 "Write one HTML page (no external resource) with the configuration, geometry,\n"
-                 "per-visit table, completeness, timings and figures of a store.",
-                 "bgdask report out.zarr -o report.html", cmd_report)
+                 "Write one HTML page (no external resource): a summary first (the reference, the flagged\n"
+                 "visits, a sortable per-visit table, the seam maps, every visit's difference model on one\n"
+                 "scale), the details of each flagged visit and of each --visit, then the configuration,\n"
+                 "geometry, completeness and timings.",
+                 "bgdask report out.zarr -o report.html --visit 1001", cmd_report)
     p.add_argument("store", help="a bgdask store")
     p.add_argument("-o", "--output", default=None, metavar="FILE",
                    help="output HTML file (default: beside the store, STORE_report.html)")
+    p.add_argument("--visit", type=int, action="append", metavar="V",
+                   help="also the details (difference model, mosaics) of visit V (repeat for more)")
 
     p = _command(sub, "cluster", "print the SLURM or PBS job script bgdask would submit",
                  "Print the job script dask-jobqueue would submit for these cluster options\n"
@@ -423,6 +525,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--print-job-script", action="store_true", help="print the job script (what this command does)")
     add_cluster_arguments(p)
     return parser
+
+
+def _simulate_test_arguments(p) -> None:
+    """``bgdask simulate``'s options for testing the matching methods (bgdask.simulate.make_tract)."""
+    from .simulate import GAP_WIDTH, LAYOUTS
+
+    g = p.add_argument_group("harder tracts (testing the matching methods; docs/global.md)")
+    g.add_argument("--layout", choices=LAYOUTS, default="random",
+                   help="chain: footprints in a chain along the tract, the first visit sharing no pixel "
+                        "with the third and beyond")
+    g.add_argument("--gradient-scale", type=float, default=1.0, metavar="F",
+                   help="multiply every sky's gradients (5: up to 40 nJy across the tract)")
+    g.add_argument("--curvature-scale", type=float, default=1.0, metavar="F",
+                   help="multiply every sky's curvatures")
+    g.add_argument("--chip-pitch", type=float, default=None, metavar="PIXELS",
+                   help="chip size of the focal planes (default: a quarter of the tract's smaller side)")
+    g.add_argument("--gap-width", type=float, default=GAP_WIDTH, metavar="PIXELS", help="chip gap width")
+    g.add_argument("--step-visit", type=int, default=None, metavar="V",
+                   help="give visit V a sharp step in its sky (a structure no smooth model follows)")
+    g.add_argument("--step-amp", type=float, default=5.0, metavar="NJY", help="the step's height (nJy)")
 
 
 def _parse(parser: argparse.ArgumentParser, argv) -> argparse.Namespace:

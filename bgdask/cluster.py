@@ -28,6 +28,7 @@ import argparse
 import ipaddress
 import logging
 import time
+import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterator
@@ -92,6 +93,10 @@ class ClusterOptions:
     host: str | None = None
     log_directory: str | None = None  # slurm/pbs: where job stdout/stderr go
     worker_timeout: float | None = None  # seconds connect() waits for a first worker
+    # connect() waits for this many workers instead of one (and, with a
+    # scheduler address, for that scheduler to come up), within worker_timeout:
+    # for runners started together with their workers (compose, batch jobs)
+    wait_for_workers: int | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -103,7 +108,7 @@ class ClusterOptions:
             self.adapt = (int(lo), int(hi))
         if self.jobs < 0:
             raise ClusterError(f"--jobs must be >= 0, got {self.jobs}")
-        for name in ("workers", "threads_per_worker", "cores", "processes"):
+        for name in ("workers", "threads_per_worker", "cores", "processes", "wait_for_workers"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ClusterError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
@@ -172,63 +177,22 @@ def _jobqueue_classes(kind: str) -> tuple[type, type]:
 
 
 def _restore_sigint() -> None:
-    """Undo dask-jobqueue's SIGINT handler.
+    from ._compat import restore_sigint_after_jobqueue
 
-    Importing dask_jobqueue (its ``runner`` module, dask-jobqueue 0.9) replaces
-    the SIGINT handler with ``sys.exit()``: Ctrl-C then ends the program with
-    exit status 0, as if the run had succeeded.  Put Python's own handler
-    back, so Ctrl-C raises KeyboardInterrupt (jobs are cancelled on the way out
-    and the exit status says the run was interrupted).
-    """
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        return  # signal handlers can only be set from the main thread
-    handler = signal.getsignal(signal.SIGINT)
-    if getattr(handler, "__module__", None) == "dask_jobqueue.runner":
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-
-
-_RECORDING_JOB_CLASSES: dict[type, type] = {}
+    restore_sigint_after_jobqueue()
 
 
 def _recording_job_cls(job_cls: type) -> type:
-    """A subclass of a dask-jobqueue Job that keeps its submission error.
+    """The Job class of ``job_cls`` that records a failed submission in
+    ``submit_error`` (one line, logged) instead of losing it in the event loop."""
+    from ._compat import recording_job_class
 
-    dask-jobqueue lets a failed ``sbatch``/``qsub`` escape into the event loop,
-    where it is logged as several tracebacks and nothing else happens.  This
-    job logs it in one line and records it; connect() then fails at once with
-    the batch system's own message instead of waiting for a worker that will
-    never come.  The job counts as started (it holds no batch job: closing it
-    cancels nothing), which is what the cluster did with it anyway.
-    """
-    if job_cls not in _RECORDING_JOB_CLASSES:
+    def on_error(job, exc) -> str:
+        message = _brief(exc)
+        logger.error("submitting a %s job failed: %s", job.config_name, message)
+        return message
 
-        class RecordingJob(job_cls):  # type: ignore[misc, valid-type]
-            submit_error: str | None = None  # the message only: no traceback keeps the job alive
-
-            async def start(self):
-                from distributed.core import Status
-
-                try:
-                    await super().start()
-                except Exception as exc:  # noqa: BLE001 - reported by connect()
-                    self.submit_error = _brief(exc)
-                    logger.error("submitting a %s job failed: %s", self.config_name, self.submit_error)
-                    self.status = Status.running
-
-            async def close(self):
-                from distributed.core import Status
-
-                await super().close()
-                if self.submit_error is not None:
-                    self.status = Status.closed
-
-        RecordingJob.__name__ = RecordingJob.__qualname__ = job_cls.__name__
-        RecordingJob.__module__ = __name__
-        _RECORDING_JOB_CLASSES[job_cls] = RecordingJob
-    return _RECORDING_JOB_CLASSES[job_cls]
+    return recording_job_class(job_cls, on_error)
 
 
 def _brief(exc: BaseException) -> str:
@@ -410,9 +374,13 @@ def job_script(options: ClusterOptions) -> str:
         raise ClusterError(f"invalid {options.kind} cluster options: {exc}") from exc
 
 
+#: Clients connect() made for clusters started without a dashboard.
+_NO_DASHBOARD: "weakref.WeakSet" = weakref.WeakSet()
+
+
 def dashboard_link(client) -> str | None:
     """The dashboard address of ``client``'s scheduler, or None if it has none."""
-    if getattr(client, "_bgdask_dashboard", True) is False:
+    if client in _NO_DASHBOARD:
         return None
     try:
         services = client.scheduler_info().get("services", {})
@@ -423,13 +391,20 @@ def dashboard_link(client) -> str | None:
         return None
 
 
+def _worker_timeout(options: ClusterOptions) -> float:
+    if options.worker_timeout is not None:
+        return options.worker_timeout
+    return DEFAULT_WORKER_TIMEOUT[options.effective_kind]
+
+
 def _wait_for_worker(client, options: ClusterOptions, cluster) -> None:
     kind = options.effective_kind
-    timeout = options.worker_timeout if options.worker_timeout is not None else DEFAULT_WORKER_TIMEOUT[kind]
+    timeout = _worker_timeout(options)
+    needed = options.wait_for_workers or 1
     deadline = time.monotonic() + timeout
     warned = False
     while True:
-        if len(client.nthreads()) >= 1:
+        if len(client.nthreads()) >= needed:
             return
         if kind in JOBQUEUE_KINDS:
             errors, submitted = _submit_errors(cluster)
@@ -455,6 +430,9 @@ def _wait_for_worker(client, options: ClusterOptions, cluster) -> None:
         hint = (f"the jobs may still wait in the queue ({queue_cmd}), or workers cannot reach the "
                 f"scheduler at {getattr(cluster, 'scheduler_address', '?')}: check the job logs "
                 "(--log-directory) and the scheduler host (--host / jobqueue interface)")
+    if needed > 1:
+        raise ClusterError(f"only {len(client.nthreads())} of {needed} Dask workers connected to {where} "
+                           f"within {timeout:g} s; {hint}")
     raise ClusterError(f"no Dask worker connected to {where} within {timeout:g} s; {hint}")
 
 
@@ -475,8 +453,11 @@ def connect(options: ClusterOptions) -> Iterator["distributed.Client"]:  # noqa:
     try:
         cluster = make_cluster(options)
         if cluster is None:
+            connect_timeout = CONNECT_TIMEOUT
+            if options.wait_for_workers is not None:  # the scheduler may be starting too
+                connect_timeout = max(connect_timeout, _worker_timeout(options))
             try:
-                client = Client(options.scheduler, timeout=f"{CONNECT_TIMEOUT:g}s")
+                client = Client(options.scheduler, timeout=f"{connect_timeout:g}s")
             except (OSError, TimeoutError) as exc:
                 raise ClusterError(f"cannot connect to the Dask scheduler at {options.scheduler}: {exc}") from exc
         else:
@@ -488,9 +469,11 @@ def connect(options: ClusterOptions) -> Iterator["distributed.Client"]:  # noqa:
             elif options.adapt is not None:
                 cluster.adapt(minimum=options.adapt[0], maximum=options.adapt[1])
             client = Client(cluster)
-        client._bgdask_dashboard = bool(options.dashboard or options.scheduler)
-        needs_worker = not (options.adapt is not None and options.adapt[0] == 0) and not (
-            kind in JOBQUEUE_KINDS and options.adapt is None and options.jobs == 0
+        if not (options.dashboard or options.scheduler):
+            _NO_DASHBOARD.add(client)
+        needs_worker = options.wait_for_workers is not None or (
+            not (options.adapt is not None and options.adapt[0] == 0)
+            and not (kind in JOBQUEUE_KINDS and options.adapt is None and options.jobs == 0)
         )
         if needs_worker:
             _wait_for_worker(client, options, cluster)
@@ -550,6 +533,10 @@ def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
                         "jobqueue configuration or all interfaces for slurm/pbs)")
     g.add_argument("--worker-timeout", type=float, metavar="SECONDS", default=None,
                    help="how long to wait for the first worker (default: 60 local, 600 slurm/pbs)")
+    g.add_argument("--wait-for-workers", type=int, metavar="N", default=None,
+                   help="wait for N workers, not only the first (with --scheduler: also for the "
+                        "scheduler to come up), at most --worker-timeout seconds; for a runner "
+                        "started together with its scheduler and workers (e.g. Docker compose)")
 
 
 def options_from_args(args: argparse.Namespace) -> ClusterOptions:
@@ -576,4 +563,5 @@ def options_from_args(args: argparse.Namespace) -> ClusterOptions:
         host=get("host"),
         log_directory=get("log_directory"),
         worker_timeout=get("worker_timeout"),
+        wait_for_workers=get("wait_for_workers"),
     )

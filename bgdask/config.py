@@ -11,14 +11,21 @@ from typing import Any, Mapping
 
 from ._safeio import load_yaml, read_text
 from .errors import ConfigError
-from .kernels import EXTRAPOLATIONS, STATISTICS, STYLES
+from .kernels import DEFAULT_SMOOTHNESS, EXTRAPOLATIONS, MAX_PARTNERS, PLACEMENTS, SOLVERS, STATISTICS, STYLES
 
-__all__ = ["MatchConfig", "STATISTICS", "INTERPOLATIONS", "EXTRAPOLATIONS"]
+__all__ = ["MatchConfig", "STATISTICS", "INTERPOLATIONS", "EXTRAPOLATIONS", "METHODS"]
 
 #: The interpolation styles (owned, like STATISTICS and EXTRAPOLATIONS, by bgdask.kernels).
 INTERPOLATIONS = STYLES
 UNDERSAMPLE_STYLES = ("REDUCE_INTERP_ORDER", "THROW_EXCEPTION")
 NO_OVERLAP_POLICIES = ("raise", "skip")
+#: Matching methods: Rubin's (every visit to one reference visit) and the
+#: global solve through every overlap (docs/global.md).
+METHODS = ("reference", "global")
+#: ``placement`` values: where each method's default puts them, or one of PLACEMENTS.
+PLACEMENT_CHOICES = ("auto", *PLACEMENTS)
+#: The placement ``auto`` means, per method.
+DEFAULT_PLACEMENT = {"reference": "centre", "global": "centroid"}
 
 #: The ranges of the numeric fields, checked on construction (documented in
 #: docs/configuration.md through the fields' docs): every number must be
@@ -27,6 +34,7 @@ MAX_BIN = 1 << 20            # x_bin, y_bin, binning: 1 to 1,048,576 pixels
 MAX_NUM_ITER = 100           # num_iter: 0 to 100 clipping iterations
 MAX_SIGMA_CLIP = 100.0       # num_sigma_clip: (0, 100]
 MAX_SMOOTH_SCALE = 100.0     # smooth_scale: (0, 100] superpixels
+MAX_MAX_PARTNERS = 10_000    # max_partners: 1 to 10,000 partner visits
 #: bad_mask_planes: at most this many names, each of 1 to MAX_PLANE_NAME
 #: characters A-Z, 0-9, '_', '-' (the characters an MP_ card can carry).
 MAX_BAD_PLANES = 64
@@ -43,9 +51,10 @@ class MatchConfig:
     """Configuration of background matching.
 
     Field names and defaults follow Rubin's ``MatchBackgroundsConfig`` in
-    snake_case; ``extrapolation``, ``window_scale`` and ``on_no_overlap`` are
-    bgdask's additions. Every field is checked on construction; a bad value
-    raises :class:`~bgdask.errors.ConfigError` naming the field.
+    snake_case; ``extrapolation``, ``window_scale``, ``on_no_overlap``, the
+    global method's fields and ``max_match_ratio`` are bgdask's additions.
+    Every field is checked on construction; a bad value raises
+    :class:`~bgdask.errors.ConfigError` naming the field.
     """
 
     ref_visit: int | None = _doc("reference visit; chosen by the cost function when None", default=None)
@@ -87,6 +96,36 @@ class MatchConfig:
         "a visit sharing no good superpixel with the reference: raise, or skip it (unmatched)",
         default="raise",
     )
+    method: str = _doc(
+        "reference: match every visit to the reference visit (Rubin's); global: one least-squares solve "
+        "through every pair of overlapping visits, chaining visits to the reference (docs/global.md)",
+        default="reference",
+    )
+    placement: str = _doc(
+        "where a superpixel's value sits: centre (Rubin's), centroid (of the pixels it counted), or auto: "
+        "centroid for the global method, centre for the reference method",
+        default="auto",
+    )
+    global_smoothness: float = _doc(
+        "global method: weight of the thin-plate smoothness prior relative to the median pair weight "
+        "(dimensionless, the same physical prior at every bin size)",
+        default=DEFAULT_SMOOTHNESS,
+    )
+    max_partners: int = _doc(
+        "global method: most partners a visit keeps (pairs with the reference and those that keep the "
+        "visits connected are always kept)",
+        default=MAX_PARTNERS,
+    )
+    solver: str = _doc(
+        "global method: sparse solver: auto (CHOLMOD when scikit-sparse is installed, else SuperLU), "
+        "cholmod or superlu",
+        default="auto",
+    )
+    max_match_ratio: float = _doc(
+        "a visit whose match_ratio (RMS of reference - matched visit over what the variance planes "
+        "predict) exceeds this is flagged",
+        default=10.0,
+    )
 
     def __post_init__(self):
         s = object.__setattr__
@@ -105,8 +144,11 @@ class MatchConfig:
         for name in (
             "min_frac", "num_sigma_clip", "smooth_scale", "window_scale",
             "best_ref_weight_chi2", "best_ref_weight_variance", "best_ref_weight_global_coverage",
+            "max_match_ratio",
         ):
             s(self, name, _as_float(name, getattr(self, name)))
+        if self.max_match_ratio <= 0:
+            raise ConfigError(f"config field 'max_match_ratio' must be > 0, got {self.max_match_ratio}")
         if not 0.0 <= self.min_frac <= 1.0:
             raise ConfigError(f"config field 'min_frac' must be in [0, 1], got {self.min_frac}")
         if not 0 < self.num_sigma_clip <= MAX_SIGMA_CLIP:
@@ -126,6 +168,15 @@ class MatchConfig:
         s(self, "undersample_style", _choice("undersample_style", self.undersample_style, UNDERSAMPLE_STYLES, upper=True))
         s(self, "extrapolation", _choice("extrapolation", self.extrapolation, EXTRAPOLATIONS))
         s(self, "on_no_overlap", _choice("on_no_overlap", self.on_no_overlap, NO_OVERLAP_POLICIES))
+        s(self, "method", _choice("method", self.method, METHODS))
+        s(self, "placement", _choice("placement", self.placement, PLACEMENT_CHOICES))
+        s(self, "solver", _choice("solver", self.solver, SOLVERS))
+        s(self, "global_smoothness", _as_float("global_smoothness", self.global_smoothness))
+        if self.global_smoothness < 0:
+            raise ConfigError(f"config field 'global_smoothness' must be >= 0, got {self.global_smoothness}")
+        s(self, "max_partners", _as_int("max_partners", self.max_partners))
+        if not 1 <= self.max_partners <= MAX_MAX_PARTNERS:
+            raise ConfigError(f"config field 'max_partners' must be 1 to {MAX_MAX_PARTNERS}, got {self.max_partners}")
         if not isinstance(self.do_smooth, bool):
             raise ConfigError(f"config field 'do_smooth' must be true or false, got {_short(repr(self.do_smooth))}")
         s(self, "bad_mask_planes", _plane_names(self.bad_mask_planes))
@@ -196,6 +247,12 @@ class MatchConfig:
             raise ConfigError(f"config field 'bad_mask_planes': {', '.join(unknown)} "
                               f"{'is' if len(unknown) == 1 else 'are'} not a mask plane of {source}; "
                               f"known planes: {', '.join(declared)}")
+
+    @property
+    def value_placement(self) -> str:
+        """Where this run places the superpixel values: ``placement``, with
+        ``auto`` resolved by the method (centroid for global, centre for reference)."""
+        return DEFAULT_PLACEMENT[self.method] if self.placement == "auto" else self.placement
 
     @classmethod
     def field_docs(cls) -> list[tuple[str, Any, str]]:

@@ -18,12 +18,16 @@ EXIT_INCOMPLETE = 1
 EXIT_ERROR = 2
 #: Interrupted (SIGINT, Ctrl-C): 128 + SIGINT, the shell's convention.
 EXIT_INTERRUPTED = 130
+#: ``bgdask inspect --strict``: the store is complete and a visit is flagged
+#: (its match_ratio above max_match_ratio).
+EXIT_FLAGGED = 3
 
 #: Each status and what it means, for ``--help`` and the README.
 EXIT_STATUSES = {
     EXIT_OK: "success",
     EXIT_INCOMPLETE: "inspect: the store is incomplete or damaged",
     EXIT_ERROR: "bad input, bad usage, or a failed run (one line `bgdask: error: ...`)",
+    EXIT_FLAGGED: "inspect --strict: the store is complete and a visit is flagged",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C, SIGINT); finish the run with --resume",
 }
 

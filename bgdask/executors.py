@@ -9,7 +9,7 @@ same numbers bit for bit (the graphs fix every reduction's order).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Collection, Sequence
 
 __all__ = ["Executor", "Progress"]
 
@@ -38,27 +38,37 @@ class Executor:
                 client = None
         return cls(client, scheduler, progress)
 
-    def compute(self, graph, keys: Sequence, label: str = "") -> list:
-        """The values of ``keys`` of ``graph`` (a HighLevelGraph whose last
-        layer holds them)."""
+    def compute(self, graph, keys: Sequence, label: str = "", keep: Collection | None = None) -> list:
+        """The values of ``keys`` of ``graph`` (a HighLevelGraph; they are in
+        one layer). With ``keep``, only the values of those keys are returned
+        (None for the others, which are only waited for: on a cluster their
+        results are released as they finish, not gathered)."""
         if not keys:
             return []
         import dask
         from dask.delayed import Delayed
 
-        layer = next(reversed(graph.layers))
+        layer = next(name for name, lay in graph.layers.items() if keys[0] in lay)
         objs = [Delayed(k, graph, layer=layer) for k in keys]
+        wanted = [keep is None or k in keep for k in keys]
         if self.client is None:
-            return list(dask.compute(*objs, scheduler=self.scheduler))
+            values = dask.compute(*objs, scheduler=self.scheduler)
+            return [v if w else None for v, w in zip(values, wanted)]
         from distributed import as_completed
 
         futures = self.client.compute(objs)
+        kept = {f.key for f, w in zip(futures, wanted) if w}
         try:
             total = len(futures)
-            for n, _ in enumerate(as_completed(futures), start=1):
+            for n, fut in enumerate(as_completed(futures), start=1):
+                if fut.status == "error":
+                    fut.result()              # raise the task's error here
+                if fut.key not in kept:
+                    fut.release()
                 if self.progress:
                     self.progress(label, n, total)
-            return self.client.gather(futures)
+            values = iter(self.client.gather([f for f, w in zip(futures, wanted) if w]))
+            return [next(values) if w else None for w in wanted]
         except BaseException:
             self.client.cancel(futures)
             raise

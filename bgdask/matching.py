@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 import numpy as np
@@ -33,8 +33,8 @@ from .executors import Executor, Progress
 from .geometry import SkyMap
 from .io.warp import Warp
 from .masks import unnamed_name, with_unnamed
-from .stages import Solution, Tract, coarse_geometry, matched_arrays, stage_a, stage_b, tract_of
-from .table import visit_table
+from .stages import Solution, Tract, coarse_geometry, matched_arrays, quality_graph, stage_a, stage_b, tract_of
+from .table import SEAM_PLANES, visit_table, with_quality
 
 __all__ = ["MatchResult", "match", "match_arrays", "solve"]
 
@@ -52,7 +52,13 @@ class MatchResult:
     lazy from :func:`match`, in memory from :func:`match_arrays`, the
     written store from :func:`bgdask.match_backgrounds` (then ``store`` is
     its path); ``unusable``: warps with no usable pixel (passed unchanged);
-    ``timings``: seconds per stage.
+    ``timings``: seconds per stage; ``seam``: the seam map, plane ->
+    (sy, sx) array (:mod:`bgdask.quality`), once stage C has run.
+
+    The table's quality columns (``match_rms``, ``match_noise``,
+    ``match_ratio``, ``flagged``) are measured in stage C: by
+    :func:`match_arrays` and :func:`bgdask.match_backgrounds`; the lazy
+    result of :func:`match` leaves them NaN (False).
     """
 
     reference_visit: int
@@ -65,6 +71,11 @@ class MatchResult:
     unusable: list[tuple[int, int]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     store: str | None = None
+    seam: dict[str, np.ndarray] | None = None
+    #: the global method's per-pair table (pandas DataFrame: :data:`bgdask.table.PAIR_COLUMNS`)
+    #: and its solve's figures; None for the reference method
+    pairs: Any = None
+    solve_info: dict | None = None
 
     def keys(self) -> list[tuple[int, int]]:
         """(visit, patch) of every matched warp, sorted."""
@@ -104,23 +115,33 @@ class MatchResult:
 def solve(tract: Tract, cfg: MatchConfig, executor: Executor,
           timings: dict[str, float] | None = None) -> tuple[Solution, dict]:
     """Stages A and B: the reference (given or chosen), every visit's model,
-    every warp's usable count; and the reference-choice criteria per visit."""
+    every warp's usable count, the matched mask layout; and the
+    reference-choice criteria per visit. Warns of what reading the warps
+    showed (mask bits without a name, pixels of zero or negative variance)."""
     timings = {} if timings is None else timings
-    t0 = time.perf_counter()
-    if cfg.ref_visit is None:
-        ref, criteria = stage_a(tract, cfg, executor)
-        timings["stage A"] = time.perf_counter() - t0
-        log.info("stage A: reference visit %s (%.2f s)", ref, timings["stage A"])
+    if cfg.method == "global":
+        from . import global_stage
+
+        sol, criteria, notes = global_stage.solve(tract, cfg, executor, timings)
+        log.info("global method: reference visit %s, %d pairs, %d unknowns (stage A %.2f s, stage B %.2f s)",
+                 sol.reference, len(sol.pairs), sol.solve_info["n_unknowns"], timings["stage A"],
+                 timings["stage B"])
     else:
-        ref, criteria = cfg.ref_visit, {}
-        check_reference(cfg, tract.visits)
-    t0 = time.perf_counter()
-    models, pixels, notes = stage_b(tract, cfg, ref, executor)
-    timings["stage B"] = time.perf_counter() - t0
-    log.info("stage B: %d difference models (%.2f s)", len(models) - 1, timings["stage B"])
-    layout = mask_layout(tract, notes)
+        t0 = time.perf_counter()
+        if cfg.ref_visit is None:
+            ref, criteria = stage_a(tract, cfg, executor)
+            timings["stage A"] = time.perf_counter() - t0
+            log.info("stage A: reference visit %s (%.2f s)", ref, timings["stage A"])
+        else:
+            ref, criteria = cfg.ref_visit, {}
+            check_reference(cfg, tract.visits)
+        t0 = time.perf_counter()
+        models, pixels, notes = stage_b(tract, cfg, ref, executor)
+        timings["stage B"] = time.perf_counter() - t0
+        log.info("stage B: %d difference models (%.2f s)", len(models) - 1, timings["stage B"])
+        sol = Solution(ref, models, pixels)
+    sol = replace(sol, mask_planes=mask_layout(tract, notes))
     warn_variance(tract, notes)
-    sol = Solution(ref, models, pixels, layout)
     warn_if_nothing_matched(sol)
     return sol, criteria
 
@@ -227,18 +248,22 @@ def match(ds, config: MatchConfig | None = None, *, skymap: SkyMap | None = None
     Stages A and B run now (on ``client``, the current Client, or the Dask
     ``scheduler`` named); stage C is returned lazily in ``result.matched``.
     """
+    return _match(ds, config, skymap, Executor.resolve(client, scheduler, progress))[0]
+
+
+def _match(ds, config, skymap, executor) -> tuple[MatchResult, Tract, Solution]:
     cfg = config or MatchConfig()
     tract = tract_of(ds, skymap)
     check_reference(cfg, tract.visits)
     cfg.check_mask_planes(list(tract.mask_planes))
-    executor = Executor.resolve(client, scheduler, progress)
     timings: dict[str, float] = {}
     sol, criteria = solve(tract, cfg, executor, timings)
     unusable = unusable_warps(sol)
     warn_unusable(unusable, describe_warp(tract))
-    return MatchResult(sol.reference, visit_table(tract.visits, criteria, sol.models), dict(sol.models),
-                       tract.skymap, cfg, matched_dataset(tract, cfg, sol), dict(sol.mask_planes),
-                       unusable, timings)
+    result = MatchResult(sol.reference, visit_table(tract.visits, criteria, sol.models), dict(sol.models),
+                         tract.skymap, cfg, matched_dataset(tract, cfg, sol), dict(sol.mask_planes),
+                         unusable, timings, pairs=sol.pairs, solve_info=sol.solve_info)
+    return result, tract, sol
 
 
 def match_arrays(
@@ -251,16 +276,26 @@ def match_arrays(
 
     ``warps`` maps (visit, patch) to :class:`~bgdask.io.warp.Warp`. The
     result's ``matched`` is computed (``result.warp(visit, patch)`` gives one
-    matched warp); the pipeline gives the same numbers bit for bit.
+    matched warp), and so is the quality (table columns and ``seam``); the
+    pipeline gives the same numbers bit for bit (the quality, measured per
+    row block, for the same ``chunk_rows``).
     """
     from .collection import open_warps
 
     import dask.config
 
+    import dask.array as da
+
     rows = int(chunk_rows or dask.config.get("bgdask.chunk-rows"))
     ds = open_warps(warps, skymap=skymap, chunks={"y": rows})
-    result = match(ds, config, scheduler="sync")
+    executor = Executor(scheduler="sync")
+    result, tract, sol = _match(ds, config, skymap, executor)
     t0 = time.perf_counter()
     result.matched = result.matched.compute(scheduler="sync")
+    image = da.from_array(result.matched.image.data, chunks=tract.array("image").chunks)
+    graph, key = quality_graph(tract, result.config, sol, image)
+    seam, figures = executor.compute(graph, [key])[0]
+    result.table = with_quality(result.table, figures, result.config.max_match_ratio)
+    result.seam = dict(zip(SEAM_PLANES, seam))
     result.timings["stage C"] = time.perf_counter() - t0
     return result

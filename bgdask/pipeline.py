@@ -149,6 +149,10 @@ def prepare(
     check_apart(catalog, given)
     if cfg.ref_visit is not None and cfg.ref_visit not in catalog.visits:
         raise ConfigError(f"ref_visit {cfg.ref_visit} is not among the input visits {catalog.visits}")
+    if cfg.method == "global" and cfg.solver == "cholmod":
+        from .kernels.solve import check_solver
+
+        check_solver(cfg.solver)
     fp = fingerprint(catalog.items(), cfg.to_json(), json.dumps(sm.to_dict(), sort_keys=True), rows)
     if Path(output).exists() and not Path(output).is_dir():
         raise StoreError(f"{output}: exists and is not a directory; choose another output path")
@@ -221,7 +225,7 @@ def _run(p: Prepared, client, scheduler, progress, echo, attrs: dict) -> "MatchR
     from .executors import Executor
     from .matching import MatchResult, describe_warp, solve, unusable_warps, warn_unusable
     from .stages import Solution, tract_of, write_graph
-    from .table import visit_table
+    from .table import visit_table, with_quality
 
     say = echo or (lambda msg: log.info(msg))
     executor = Executor.resolve(client, scheduler, progress)
@@ -231,7 +235,8 @@ def _run(p: Prepared, client, scheduler, progress, echo, attrs: dict) -> "MatchR
     store = p.resume_store
     if store is not None:
         table = store.table()
-        sol = Solution(store.reference_visit, store.models(), _stored_usable(store), store.mask_planes)
+        sol = Solution(store.reference_visit, store.models(), _stored_usable(store), pairs=store.pairs(),
+                       solve_info=store.solve_info, mask_planes=store.mask_planes)
         say(f"resuming {output}: models from the store, reference visit {sol.reference}")
         if p.verify:
             _repair(store, executor, timings, say)
@@ -246,6 +251,8 @@ def _run(p: Prepared, client, scheduler, progress, echo, attrs: dict) -> "MatchR
                 config=cfg, chunk_rows=p.chunk_rows, overwrite=p.overwrite,
                 attrs={"config": cfg.to_json(), "skymap": p.skymap.to_dict(), "mask_planes": sol.mask_planes,
                        "fingerprint": p.fingerprint, "source": os.path.abspath(p.catalog.source)})
+            if sol.pairs is not None:      # the global method's pair table, before models_done
+                store.write_pairs(sol.pairs, sol.solve_info)
             store.write_models(sol.models, table, sol.reference, _usable_array(tract, sol))
         except OSError as exc:
             raise write_error(output, exc) from None
@@ -253,10 +260,12 @@ def _run(p: Prepared, client, scheduler, progress, echo, attrs: dict) -> "MatchR
     try:
         done = store.done()
         todo = [k for k in tract.keys if not done[tract.index(k)]]
-        graph, ends = write_graph(tract, cfg, sol, store, todo)
-        executor.compute(graph, ends, "stage C: warps matched")
+        graph, ends, quality = write_graph(tract, cfg, sol, store, todo)
+        seam, figures = executor.compute(graph, ends + [quality], "stage C: warps matched", keep={quality})[-1]
+        table = with_quality(table, figures, cfg.max_match_ratio)
+        store.write_quality(table, seam)
         timings["stage C"] = time.perf_counter() - t0
-        log.info("stage C: matched warps written (%.2f s)", timings["stage C"])
+        log.info("stage C: matched warps written, quality measured (%.2f s)", timings["stage C"])
         complete = store.mark_complete(stage_times=timings, **attrs)
     except OSError as exc:
         raise write_error(output, exc) from None
@@ -264,7 +273,8 @@ def _run(p: Prepared, client, scheduler, progress, echo, attrs: dict) -> "MatchR
         raise StoreError(f"{output}: some warps were not written", api="run again with resume=True",
                          cli="run again with --resume")
     return MatchResult(sol.reference, table, dict(sol.models), p.skymap, cfg, store.dataset(),
-                       dict(sol.mask_planes or tract.mask_planes), unusable_warps(sol), timings, store=output)
+                       dict(sol.mask_planes or tract.mask_planes), unusable_warps(sol), timings, store=output,
+                       pairs=sol.pairs, solve_info=sol.solve_info, seam=store.seam())
 
 
 def match_backgrounds(

@@ -57,7 +57,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Mapping
 
@@ -71,6 +71,8 @@ from .io.warp import Warp
 
 __all__ = [
     "MASK_PLANES",
+    "LAYOUTS",
+    "CHAIN_OVERLAP",
     "VisitTruth",
     "Footprint",
     "SourceCatalog",
@@ -133,16 +135,26 @@ class VisitTruth:
     cxx: float
     cyy: float
     cxy: float
+    #: A sharp step that no smooth model follows: ``step_amp`` (nJy) added
+    #: where ``x >= step_x`` (0 and None: no step, the default).
+    step_amp: float = 0.0
+    step_x: float | None = None
 
     def sky(self, x, y, width: int, height: int) -> np.ndarray:
         """Sky (float64) at tract positions ``x``, ``y`` (broadcast together)."""
         u = np.asarray(x, dtype=np.float64) / width - 0.5
         v = np.asarray(y, dtype=np.float64) / height - 0.5
-        return (self.level + self.gx * u + self.gy * v
-                + self.cxx * u * u + self.cyy * v * v + self.cxy * u * v)
+        sky = (self.level + self.gx * u + self.gy * v
+               + self.cxx * u * u + self.cyy * v * v + self.cxy * u * v)
+        if self.step_amp and self.step_x is not None:
+            sky = sky + np.where(np.asarray(x, dtype=np.float64) >= self.step_x, self.step_amp, 0.0)
+        return sky
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if not self.step_amp:  # without a step: exactly the fields of earlier versions
+            del d["step_amp"], d["step_x"]
+        return d
 
 
 def _draw_truth(seed: int, index: int, visit: int) -> tuple[VisitTruth, float]:
@@ -223,26 +235,26 @@ class Footprint:
         Exact separating-axis test between the octagon and the hull of the
         box's pixel centres: False guarantees the box has no covered pixel.
         """
-        hull = np.array([(box.x0, box.y0), (box.x1 - 1, box.y0),
-                         (box.x1 - 1, box.y1 - 1), (box.x0, box.y1 - 1)], dtype=float)
-        return _convex_overlap(self.vertices(), hull)
+        return _convex_overlap(self.vertices(), _box_hull(box))
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
+def _box_hull(box: Box) -> np.ndarray:
+    """The corners of the hull of a box's pixel centres, shape (4, 2)."""
+    return np.array([(box.x0, box.y0), (box.x1 - 1, box.y0),
+                     (box.x1 - 1, box.y1 - 1), (box.x0, box.y1 - 1)], dtype=float)
+
+
 def _convex_overlap(p: np.ndarray, q: np.ndarray) -> bool:
-    """Separating-axis test for two convex polygons given by their vertices."""
-    for poly in (p, q):
-        edges = np.roll(poly, -1, axis=0) - poly
-        for ex, ey in edges:
-            if ex == 0 and ey == 0:
-                continue
-            axis = np.array([-ey, ex])
-            pp, qq = p @ axis, q @ axis
-            if pp.max() < qq.min() or qq.max() < pp.min():
-                return False
-    return True
+    """Separating-axis test for two convex polygons given by their vertices
+    (every edge normal of both at once)."""
+    edges = np.concatenate([p[1:] - p[:-1], p[:1] - p[-1:], q[1:] - q[:-1], q[:1] - q[-1:]])
+    edges = edges[(edges[:, 0] != 0) | (edges[:, 1] != 0)]
+    axes = np.stack([-edges[:, 1], edges[:, 0]])          # (2, n_axes)
+    pp, qq = p @ axes, q @ axes
+    return not np.any((pp.max(axis=0) < qq.min(axis=0)) | (qq.max(axis=0) < pp.min(axis=0)))
 
 
 def _full_footprint(r: np.random.Generator, width: int, height: int, pitch: float) -> Footprint:
@@ -257,7 +269,7 @@ def _full_footprint(r: np.random.Generator, width: int, height: int, pitch: floa
 def _partial_footprint(r: np.random.Generator, skymap: SkyMap, pitch: float) -> Footprint:
     """A footprint covering part of the tract and missing at least one patch."""
     w, h = skymap.width, skymap.height
-    boxes = [skymap.outer_box(p) for p in skymap.patches]
+    hulls = [_box_hull(skymap.outer_box(p)) for p in skymap.patches]
     gx, gy = np.meshgrid(np.linspace(0, w - 1, 48), np.linspace(0, h - 1, 48))
     fp = None
     for _ in range(200):
@@ -269,10 +281,38 @@ def _partial_footprint(r: np.random.Generator, skymap: SkyMap, pitch: float) -> 
             angle=r.uniform(-math.pi / 4, math.pi / 4), pitch=pitch,
         )
         frac = float(np.mean(fp.inset(*fp.frame(gx, gy)) >= 0))
-        missed = sum(not fp.intersects(b) for b in boxes)
-        if frac >= 0.1 and (missed >= 1 or len(boxes) == 1):
+        if frac >= 0.1 and (len(hulls) == 1
+                            or not all(_convex_overlap(fp.vertices(), h) for h in hulls)):
             return fp
     return fp
+
+
+#: Layouts of the visits' footprints (``make_tract(layout=...)``).
+LAYOUTS = ("random", "chain")
+#: Chain layout: fraction of a footprint's width shared with the next one
+#: along the chain. Below 0.5, footprints two apart share no pixel.
+CHAIN_OVERLAP = 0.45
+
+
+def _chain_footprint(r: np.random.Generator, skymap: SkyMap, index: int, n: int,
+                     pitch: float, gap: float) -> Footprint:
+    """Footprint number ``index`` of ``n`` in a chain along the tract's longer
+    axis: each overlaps the next by about :data:`CHAIN_OVERLAP` of its width,
+    so footprints two apart share nothing. Slightly rotated and offset across
+    the chain, so its edges run obliquely through the superpixels."""
+    w, h = skymap.width, skymap.height
+    along, across = (w, h) if w >= h else (h, w)
+    step = 1.0 - CHAIN_OVERLAP
+    length = along / (1.0 + (n - 1) * step)     # footprint extent along the chain
+    c_along = 0.5 * length + index * step * length
+    c_across = across * (0.5 + r.uniform(-0.04, 0.04))
+    ha = 0.5 * length * 0.96                    # room for the rotation
+    hc = across * r.uniform(0.38, 0.45)
+    angle = r.uniform(-0.04, 0.04)
+    cut = r.uniform(0.1, 0.2) * min(ha, hc)
+    if w >= h:
+        return Footprint(c_along, c_across, ha, hc, cut, angle, pitch, gap)
+    return Footprint(c_across, c_along, hc, ha, cut, angle, pitch, gap)
 
 
 # -- sources ----------------------------------------------------------------
@@ -646,6 +686,13 @@ def make_tract(
     band: str = "r",
     first_visit: int = 1000,
     n_full: int = 1,
+    layout: str = "random",
+    gradient_scale: float = 1.0,
+    curvature_scale: float = 1.0,
+    chip_pitch: float | None = None,
+    gap_width: float = GAP_WIDTH,
+    step_visit: int | None = None,
+    step_amp: float = 5.0,
 ) -> SimulatedTract:
     """Simulate the warps of ``n_visits`` visits over one tract, with their truth.
 
@@ -654,6 +701,27 @@ def make_tract(
     ``partial=True`` the others cover only part of it, otherwise all do.
     ``sources=False`` leaves out stars and galaxies (and so SAT and DETECTED).
     Deterministic: equal arguments give bitwise-equal warps.
+
+    Options for testing the matching methods (their defaults give exactly
+    the tracts of earlier versions):
+
+    * ``layout="chain"``: the footprints form a chain along the tract's
+      longer axis, each overlapping the next by :data:`CHAIN_OVERLAP` of its
+      width, so the first visit shares no pixel with the third and beyond
+      (``n_full`` and ``partial`` are then ignored).
+    * ``gradient_scale``, ``curvature_scale``: multiply the drawn gradients
+      (``gx``, ``gy``) and curvatures (``cxx``, ``cyy``, ``cxy``) of every sky
+      (the levels are unchanged): ``gradient_scale=5`` gives gradients of up
+      to 40 nJy across the tract. The curvatures are per tract (normalised
+      coordinates), so a small tract has a strongly curved sky; a
+      superpixel's mean then differs from the sky at its centroid by about
+      ``f'' * window**2 / 24``, a bias of both matching methods.
+    * ``chip_pitch``, ``gap_width``: chip size and gap width (pixels) of the
+      focal planes (default: a quarter of the tract's smaller side, and
+      :data:`GAP_WIDTH`); wide gaps empty part of the superpixels they cross.
+    * ``step_visit``, ``step_amp``: visit ``step_visit`` gets a sharp step of
+      ``step_amp`` nJy in its sky along the vertical line through its
+      footprint's centre, a structure no smooth model follows.
     """
     if n_visits < 1:
         raise InputError(f"simulate: n_visits must be >= 1, got {n_visits}")
@@ -661,11 +729,23 @@ def make_tract(
         raise InputError(f"simulate: noise_sigma must be positive, got {noise_sigma}")
     if seed < 0:
         raise InputError(f"simulate: seed must be >= 0, got {seed}")
+    if layout not in LAYOUTS:
+        raise InputError(f"simulate: layout must be one of {list(LAYOUTS)}, got {layout!r}")
+    for name, scale in (("gradient_scale", gradient_scale), ("curvature_scale", curvature_scale)):
+        if not (math.isfinite(scale) and scale >= 0):
+            raise InputError(f"simulate: {name} must be >= 0, got {scale}")
+    if not gap_width >= 0:
+        raise InputError(f"simulate: gap_width must be >= 0, got {gap_width}")
+    if step_visit is not None and not first_visit <= step_visit < first_visit + n_visits:
+        raise InputError(f"simulate: step_visit {step_visit} is not one of the simulated visits "
+                         f"{first_visit}..{first_visit + n_visits - 1}")
     pair = lambda v: (int(v), int(v)) if np.isscalar(v) else (int(v[0]), int(v[1]))  # noqa: E731
     skymap = SkyMap(patch_inner=pair(patch_inner), patch_border=int(patch_border),
                     num_patches=pair(num_patches), tract=tract)
     w, h = skymap.width, skymap.height
-    pitch = min(w, h) / 4.0
+    pitch = min(w, h) / 4.0 if chip_pitch is None else float(chip_pitch)
+    if not pitch > 0:
+        raise InputError(f"simulate: chip_pitch must be positive, got {chip_pitch}")
     if sources:
         catalog = _draw_catalog(seed, w, h)
     else:
@@ -676,11 +756,22 @@ def make_tract(
     for index in range(n_visits):
         visit = first_visit + index
         truth, psf = _draw_truth(seed, index, visit)
+        if gradient_scale != 1.0:
+            truth = replace(truth, gx=truth.gx * gradient_scale, gy=truth.gy * gradient_scale)
+        if curvature_scale != 1.0:
+            truth = replace(truth, cxx=truth.cxx * curvature_scale, cyy=truth.cyy * curvature_scale,
+                            cxy=truth.cxy * curvature_scale)
         r = _rng(seed, _SALT_VISIT, index, 2)
-        if index < n_full or not partial:
+        if layout == "chain":
+            fp = _chain_footprint(r, skymap, index, n_visits, pitch, float(gap_width))
+        elif index < n_full or not partial:
             fp = _full_footprint(r, w, h, pitch)
         else:
             fp = _partial_footprint(r, skymap, pitch)
+        if fp.gap != gap_width:
+            fp = replace(fp, gap=float(gap_width))
+        if visit == step_visit:
+            truth = replace(truth, step_amp=float(step_amp), step_x=float(round(fp.cx)))
         model = _VisitModel(index, truth, psf, fp, _mask_layout(seed, index),
                             _draw_bad_columns(seed, index, w, h))
         sim.visits.append(visit)
@@ -744,9 +835,10 @@ def load_truth(outdir: str | Path) -> tuple[SkyMap, dict[int, VisitTruth], float
     try:
         skymap = SkyMap.from_dict(d["skymap"], source=str(path))
         names = [f.name for f in fields(VisitTruth)]
+        optional = {"step_amp", "step_x"}  # absent from files without a step
         truth = {}
         for entry in d["visits"]:
-            t = VisitTruth(**{n: entry[n] for n in names})
+            t = VisitTruth(**{n: entry[n] for n in names if n in entry or n not in optional})
             t.visit = int(t.visit)
             truth[t.visit] = t
         return skymap, truth, float(d["noise_sigma"])

@@ -6,6 +6,8 @@
   equals a store's pixels, warp by warp;
 * :func:`tiny_tract`: a small simulated tract written as afw FITS;
   :func:`write_warps`: any in-memory warps written so;
+* :func:`simpler_skies`, :func:`with_step`: a simulated tract's warps with
+  flat or linear skies, or with a sharp step added to one visit's sky;
 * :class:`CountComputes`: count the tasks Dask runs, by key prefix (to show
   that something stayed lazy).
 """
@@ -20,7 +22,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["RESULT_ATTRS", "RUN_ATTRS", "store_digests", "assert_stores_equal", "assert_matched_equal",
-           "tiny_tract", "write_warps", "CountComputes"]
+           "tiny_tract", "write_warps", "simpler_skies", "with_step", "CountComputes"]
 
 #: Store attributes that are part of a result (the others record where, when and how fast it ran).
 RESULT_ATTRS = ("reference_visit", "config", "skymap", "mask_planes", "complete", "models_done")
@@ -121,6 +123,45 @@ def write_warps(warps, outdir, *, compress: bool = False) -> Path:
     with open(outdir / "manifest.csv", "w", newline="") as fh:
         csv.writer(fh).writerows([("visit", "patch", "path"), *rows])
     return outdir / "manifest.csv"
+
+
+def simpler_skies(sim, kind: str) -> dict:
+    """The warps of a simulated tract (:func:`bgdask.simulate.make_tract`)
+    with each visit's sky reduced to its level (``kind="flat"``: a difference
+    model follows the differences exactly) or to its level and gradients
+    (``"linear"``); the noise, sources and masks are unchanged."""
+    import dataclasses
+
+    if kind not in ("flat", "linear"):
+        raise ValueError(f"kind must be 'flat' or 'linear', not {kind!r}")
+    width, height = sim.skymap.width, sim.skymap.height
+    out = {}
+    for (v, p), w in sim.warps.items():
+        t = sim.truth[v]
+        keep = dataclasses.replace(t, cxx=0.0, cyy=0.0, cxy=0.0)
+        if kind == "flat":
+            keep = dataclasses.replace(keep, gx=0.0, gy=0.0)
+        x = np.arange(w.box.x0, w.box.x1, dtype=np.float64)[None, :]
+        y = np.arange(w.box.y0, w.box.y1, dtype=np.float64)[:, None]
+        extra = t.sky(x, y, width, height) - keep.sky(x, y, width, height)
+        out[(v, p)] = dataclasses.replace(w, image=(w.image - extra).astype(np.float32))
+    return out
+
+
+def with_step(sim, warps, visit: int, amplitude: float) -> dict:
+    """``warps`` with ``amplitude`` (nJy) added to ``visit``'s sky right of
+    the vertical line through its footprint's centre: a structure no smooth
+    model follows."""
+    import dataclasses
+
+    x_step = int(sim.footprints[visit].cx)
+    out = dict(warps)
+    for (v, p), w in warps.items():
+        if v == visit:
+            x = np.arange(w.box.x0, w.box.x1)[None, :]
+            out[(v, p)] = dataclasses.replace(
+                w, image=(w.image + np.where(x >= x_step, amplitude, 0.0)).astype(np.float32))
+    return out
 
 
 class CountComputes:

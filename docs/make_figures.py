@@ -17,9 +17,11 @@ DOCS = Path(__file__).resolve().parent
 #: figure name in the report -> file under docs/img/
 KEEP = {
     "reference_choice": "reference_choice.png",
+    "seams": "seams.png",
+    "quality": "quality.png",
+    "thumbnails": "thumbnails.png",
     "diff_model_1001": "diff_model_1001.png",
     "mosaic_1001": "mosaic_1001.png",
-    "residuals": "residuals.png",
 }
 
 
@@ -51,7 +53,7 @@ def main(argv=None) -> int:
     img = DOCS / "img"
     img.mkdir(exist_ok=True)
     total = 0
-    for fig in render_figures(work / "demo.zarr"):
+    for fig in render_figures(work / "demo.zarr", visits=[1001]):
         if fig.name in KEEP:
             data = shrink(fig.png)
             (img / KEEP[fig.name]).write_bytes(data)

@@ -6,7 +6,8 @@ Builds two in-memory warps of patch 4 of a 3 x 3 tract of 4000-pixel patches
 with a 100-pixel border, and measures with tracemalloc (NumPy reports its
 allocations to it) the peak above the inputs of the functions the pipeline maps:
 stage A (one warp's superpixel statistics), stage B (reference - visit on one
-patch) and stage C (1024 rows of a matched warp). The first call also compiles
+patch) and stage C (1024 rows of a matched warp, without and with their
+quality sums, bgdask.quality). The first call also compiles
 the Numba kernels, so its time is not representative.
 """
 
@@ -65,6 +66,20 @@ def main() -> None:
     coarse = bg.warp_coarse(model, box, cfg, coarse_shape(sm.width, sm.height, cfg.binning))
     rows = slice(0, 1024)
     peak("stage C matched_rows, 1024 rows", lambda: bg.matched_rows(b.image[rows], coarse, box, rows, True, cfg))
+
+    # stage C as bgdask match runs it: the matched rows and their quality sums
+    # (bgdask.quality), against the reference's rows of the patch (3 more
+    # input planes of 1024 rows: 52 MB)
+    from bgdask.stages import _Measure
+
+    measure = _Measure(box, sm.inner_box(4), bits, grid, cfg, is_ref=False)
+    ref_rows = (a.image[rows], a.mask[rows], a.variance[rows])
+
+    def with_quality():
+        matched = bg.matched_rows(b.image[rows], coarse, box, rows, True, cfg)
+        return measure.partial(rows, b.image[rows], b.mask[rows], b.variance[rows], matched, ref_rows)
+
+    peak("stage C matched_rows + quality sums, 1024 rows", with_quality)
 
 
 if __name__ == "__main__":

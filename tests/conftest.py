@@ -7,6 +7,21 @@ import pytest
 from bgdask.simulate import make_tract, write_tract
 
 
+def _butler_stack_missing() -> str | None:
+    try:
+        import lsst.daf.butler  # noqa: F401
+        import lsst.images  # noqa: F401
+        import lsst.pipe.base  # noqa: F401
+    except ImportError as exc:
+        return str(exc)
+    return None
+
+
+# tests/butler need the Rubin packages (Python >= 3.12): where they are missing,
+# test_butler_suite.py runs those tests in a Python that has them instead.
+collect_ignore = ["butler"] if _butler_stack_missing() else ["test_butler_suite.py"]
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "slurm: needs the single-node SLURM of deploy/slurm")
     config.addinivalue_line("markers", "slow: takes more than a few seconds")

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import ipaddress
+import json
 import operator
 import os
+import re
 import shlex
 import shutil
 import socket
@@ -158,6 +161,62 @@ def test_existing_scheduler_without_workers_times_out_clearly():
         assert isinstance(info.value, BgdaskError)
 
 
+def _start_worker(address: str) -> subprocess.Popen:
+    """A `dask worker` process for ``address``, bound to 127.0.0.1."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "distributed.cli.dask_worker", address, "--host", "127.0.0.1",
+         "--nthreads", "1", "--no-dashboard", "--no-nanny", "--memory-limit", "0"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+
+
+def test_wait_for_workers_waits_for_all_of_them_or_fails_in_one_line():
+    """--wait-for-workers N: what a compose runner needs, started with its workers."""
+    from distributed import LocalCluster
+
+    procs = []
+    with LocalCluster(n_workers=0, processes=False, protocol="tcp://", host="127.0.0.1",
+                      dashboard_address=None) as ext:
+        address = ext.scheduler_address
+        try:
+            procs.append(_start_worker(address))
+            # one worker is there: that alone used to be enough for connect()
+            with connect(ClusterOptions(scheduler=address, worker_timeout=60)) as client:
+                assert len(client.nthreads()) == 1
+
+            # two needed, one there, none coming: a clear one-line error within the timeout
+            t0 = time.monotonic()
+            with pytest.raises(ClusterError) as info:
+                with connect(ClusterOptions(scheduler=address, wait_for_workers=2, worker_timeout=2)):
+                    pass
+            assert 2 <= time.monotonic() - t0 < 15
+            message = str(info.value)
+            assert "\n" not in message
+            assert message.startswith(f"only 1 of 2 Dask workers connected to the scheduler at {address} "
+                                      "within 2 s")
+
+            # a second worker starting now: connect() returns only once it has joined
+            procs.append(_start_worker(address))
+            with connect(ClusterOptions(scheduler=address, wait_for_workers=2, worker_timeout=60)) as client:
+                assert len(client.nthreads()) == 2
+                assert client.submit(operator.add, 40, 2).result() == 42
+        finally:
+            for proc in procs:
+                proc.terminate()
+            for proc in procs:
+                proc.wait(timeout=30)
+
+
+def test_wait_for_workers_on_the_command_line():
+    parser = _parser()
+    assert options_from_args(parser.parse_args([])).wait_for_workers is None
+    options = options_from_args(parser.parse_args(
+        ["--scheduler", "tcp://127.0.0.1:8786", "--wait-for-workers", "2", "--worker-timeout", "300"]))
+    assert options.wait_for_workers == 2 and options.worker_timeout == 300
+    with pytest.raises(ClusterError, match="--wait-for-workers must be >= 1"):
+        options_from_args(parser.parse_args(["--wait-for-workers", "0"]))
+
+
 def test_unreachable_scheduler(monkeypatch):
     monkeypatch.setattr(bgcluster, "CONNECT_TIMEOUT", 1.0)
     address = f"tcp://127.0.0.1:{_free_port()}"
@@ -272,7 +331,7 @@ def _argv(options: ClusterOptions) -> list[str]:
     argv = ["--scheduler", options.scheduler] if options.scheduler else ["--cluster", options.kind]
     for name in ("workers", "threads_per_worker", "memory_limit", "jobs", "cores", "memory",
                  "processes", "walltime", "queue", "account", "local_directory", "log_directory",
-                 "host", "worker_timeout"):
+                 "host", "worker_timeout", "wait_for_workers"):
         value = getattr(options, name)
         if value is not None:
             argv += ["--" + name.replace("_", "-"), str(value)]
@@ -287,6 +346,7 @@ def _argv(options: ClusterOptions) -> list[str]:
     ClusterOptions(),
     ClusterOptions(workers=3, threads_per_worker=2, memory_limit="4GB", local_directory="/tmp/x"),
     ClusterOptions(scheduler="tcp://127.0.0.1:8786"),
+    ClusterOptions(scheduler="tcp://scheduler:8786", wait_for_workers=2, worker_timeout=300.0),
     ClusterOptions(kind="slurm", jobs=4, cores=8, memory="12GB", processes=2, walltime="02:00:00",
                    queue="debug", account="proj", job_extra_directives=["--constraint=cpu", "--qos=low"],
                    local_directory="/local", log_directory="/logs", host="127.0.0.1",
@@ -413,7 +473,8 @@ def test_kubernetes_manifests():
     (cluster,), (job,), (pvc,) = docs["DaskCluster"], docs["Job"], docs["PersistentVolumeClaim"]
     assert cluster["apiVersion"] == "kubernetes.dask.org/v1"
     name = cluster["metadata"]["name"]
-    assert cluster["spec"]["worker"]["replicas"] >= 1
+    replicas = cluster["spec"]["worker"]["replicas"]
+    assert isinstance(replicas, int) and replicas >= 1, "a DaskCluster without workers never runs the Job"
     assert "ReadWriteMany" in pvc["spec"]["accessModes"]
     claim = pvc["metadata"]["name"]
 
@@ -459,16 +520,16 @@ def _project_scripts() -> set[str]:
     return set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"].get("scripts", {}))
 
 
-def _check_bgdask_argv(argv: list[str]) -> None:
+def _check_bgdask_argv(argv: list[str]) -> argparse.Namespace:
     """argv[0] is a script pyproject.toml declares; bgdask's own parser accepts the rest."""
-    assert argv[0] in _project_scripts(), argv
     from bgdask.cli import build_parser
 
-    build_parser().parse_args(argv[1:])
+    assert argv[0] in _project_scripts(), argv
+    return build_parser().parse_args(argv[1:])
 
 
-def _check_dask_argv(argv: list[str]) -> None:
-    """``dask scheduler|worker ...``: dask's own command line accepts the options."""
+def _check_dask_argv(argv: list[str]) -> dict:
+    """``dask scheduler|worker ...``: dask's own command line accepts the options; their values."""
     assert argv[0] == "dask", argv
     assert [e for e in importlib.metadata.entry_points(group="console_scripts") if e.name == "dask"]
     if argv[1] == "scheduler":
@@ -477,35 +538,146 @@ def _check_dask_argv(argv: list[str]) -> None:
         from distributed.cli.dask_worker import main
     else:
         raise AssertionError(f"unexpected dask command {argv}")
-    main.make_context(f"dask {argv[1]}", list(argv[2:]))  # parses, runs nothing
+    return main.make_context(f"dask {argv[1]}", list(argv[2:])).params  # parses, runs nothing
 
 
-def test_compose_services_run_existing_commands():
+def _compose() -> tuple[dict, dict[str, dict]]:
     compose = yaml.safe_load((DOCKER / "compose.yaml").read_text())
-    services = compose["services"]
-    workers = [s for s in services.values() if s["command"][:2] == ["dask", "worker"]]
-    assert "scheduler" in services and "runner" in services and len(workers) == 2
+    return compose, compose["services"]
+
+
+def _service_argv(service: dict) -> list[str]:
+    return list(service.get("entrypoint") or []) + list(service["command"])
+
+
+def test_compose_services_run_commands_the_image_has():
+    compose, services = _compose()
+    assert {"scheduler", "runner"} <= set(services)
     for name, service in services.items():
-        entrypoint = service.get("entrypoint")
-        argv = list(entrypoint or []) + list(service["command"])
-        assert entrypoint == [], f"{name}: the image's entrypoint (bgdask) must be reset"
+        # the image's entrypoint is `tini -- bgdask`: a command not reset would go to bgdask
+        assert service.get("entrypoint") == [], f"{name}: the image's entrypoint (bgdask) must be reset"
+        argv = _service_argv(service)
         assert argv[0] in {"dask"} | _project_scripts(), f"{name}: {argv[0]} is not an executable here"
         if argv[0] == "dask":
             _check_dask_argv(argv)
         else:
             _check_bgdask_argv(argv)
-        assert "data:/data" in service["volumes"], name
-    for worker in workers:
-        assert "tcp://scheduler:8786" in worker["command"]
-    runner = services["runner"]["command"]
-    assert runner[:2] == ["bgdask", "demo"]
-    assert runner[runner.index("--scheduler") + 1] == "tcp://scheduler:8786"
-    assert "data" in compose["volumes"]
+        # inputs and output on storage every worker sees at the same path
+        volume, _, path = next(v for v in service["volumes"] if v.endswith(":/data")).partition(":")
+        assert path == "/data" and volume in compose["volumes"], name
 
 
-def test_dockerfile():
-    text = (DOCKER / "Dockerfile").read_text()
-    assert "FROM python:3.11-slim" in text
-    assert '"/src[hpc]"' in text or ".[hpc]" in text
-    entrypoint = next(line for line in text.splitlines() if line.startswith("ENTRYPOINT"))
-    assert "bgdask" in entrypoint
+def test_compose_services_reach_each_other():
+    """Workers and runner name the scheduler service and its port; the runner waits for the workers."""
+    from bgdask.cluster import options_from_args
+
+    _, services = _compose()
+    by_role: dict[str, list[tuple[str, dict]]] = {}
+    for name, service in services.items():
+        argv = _service_argv(service)
+        by_role.setdefault(" ".join(argv[:2]), []).append((name, service))
+    ((scheduler_name, scheduler),) = by_role["dask scheduler"]
+    params = _check_dask_argv(_service_argv(scheduler))
+    # other containers connect to it: it must not bind the container's loopback
+    assert params["host"] in (None, "", "0.0.0.0"), params["host"]
+    expected = f"tcp://{scheduler_name}:{params['port']}"
+
+    workers = by_role["dask worker"]
+    assert workers
+    for name, worker in workers:
+        assert _check_dask_argv(_service_argv(worker))["scheduler"] == expected, name
+        assert scheduler_name in worker.get("depends_on", []), name
+
+    ((_, runner),) = [(n, s) for n, s in services.items() if _service_argv(s)[0] in _project_scripts()]
+    args = _check_bgdask_argv(_service_argv(runner))
+    options = options_from_args(args)
+    assert options.scheduler == expected
+    # podman does not honour healthy-conditions: the runner waits itself, for workers that exist
+    assert options.wait_for_workers is not None and 1 <= options.wait_for_workers <= len(workers)
+    assert set(runner.get("depends_on", [])) >= {scheduler_name} | {name for name, _ in workers}
+    # the workers read the simulated warps and write the store: the output is on the shared volume
+    assert Path(args.output).is_relative_to("/data"), args.output
+
+
+def _published(port) -> tuple[str, int]:
+    """(host address, container port) of a compose `ports` entry ('' when on every interface)."""
+    if isinstance(port, dict):  # long syntax
+        return str(port.get("host_ip", "")), int(port["target"])
+    parts = str(port).split(":")  # [[HOST_IP:]HOST_PORT:]CONTAINER_PORT[/PROTOCOL]
+    return ":".join(parts[:-2]), int(parts[-1].split("/")[0])
+
+
+def test_compose_publishes_the_dashboard_on_loopback_only():
+    _, services = _compose()
+    published: dict[str, set[int]] = {}
+    for name, service in services.items():
+        for port in service.get("ports", []):
+            host_ip, target = _published(port)
+            try:
+                loopback = ipaddress.ip_address(host_ip.strip("[]")).is_loopback
+            except ValueError:  # no address: every interface
+                loopback = False
+            assert loopback, f"{name}: port {port} is published on every interface; bind it to 127.0.0.1"
+            published.setdefault(name, set()).add(target)
+    ((name, scheduler),) = [(n, s) for n, s in services.items() if _service_argv(s)[:2] == ["dask", "scheduler"]]
+    dashboard = _check_dask_argv(_service_argv(scheduler))["dashboard_address"]
+    assert int(dashboard.rsplit(":", 1)[1]) in published.get(name, set()), "the dashboard is not published"
+
+
+def _dockerfile() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of docker/Dockerfile, continuation lines joined, comments dropped."""
+    instructions, current = [], ""
+    for line in (DOCKER / "Dockerfile").read_text().splitlines():
+        if not current and (not line.strip() or line.lstrip().startswith("#")):
+            continue
+        if line.lstrip().startswith("#"):
+            continue  # a comment inside a continued instruction
+        current += line.rstrip().removesuffix("\\") + " "
+        if not line.rstrip().endswith("\\"):
+            keyword, _, rest = current.strip().partition(" ")
+            instructions.append((keyword.upper(), rest.strip()))
+            current = ""
+    return instructions
+
+
+def test_dockerfile_takes_what_pip_install_needs_from_the_context():
+    """What the Dockerfile takes from the build context exists, and is what `pip install` needs."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    taken = set()
+    for keyword, rest in _dockerfile():
+        if keyword in ("COPY", "ADD") and "--from=" not in rest:
+            taken |= set(shlex.split(rest)[:-1])
+        for target in re.findall(r"--mount=type=bind,(?:\S*,)?target=(\S+?)(?:[,\s]|$)", rest):
+            taken |= set(re.findall(re.escape(target.rstrip("/")) + r"/(\S+)", rest))
+    for path in taken:
+        assert (ROOT / path).exists(), f"the Dockerfile takes {path} from the context: not in the repository"
+    needed = {"pyproject.toml", project["project"]["readme"]}
+    needed |= {p.rstrip("*") for p in project["tool"]["setuptools"]["packages"]["find"]["include"]}
+    assert needed <= {p.rstrip("/") for p in taken}, f"the build lacks {needed - taken}"
+    # pip only warns about an extra the project does not have
+    extras = set(project["project"]["optional-dependencies"])
+    installs = [rest for keyword, rest in _dockerfile() if keyword == "RUN" and "pip install" in rest]
+    requested = {e for rest in installs for group in re.findall(r"/src\[([^\]]*)\]", rest)
+                 for e in group.split(",")}
+    assert requested and requested <= extras, requested - extras
+
+
+def test_dockerfile_entrypoint_runs_bgdask_and_base_is_an_argument():
+    instructions = _dockerfile()
+    ((_, entrypoint),) = [(k, r) for k, r in instructions if k == "ENTRYPOINT"]
+    assert json.loads(entrypoint)[-1] in _project_scripts()
+    # every stage starts from the BASE build argument (docker/build-base.sh's image replaces it)
+    first_from = next(i for i, (k, _) in enumerate(instructions) if k == "FROM")
+    assert any(k == "ARG" and r.startswith("BASE=") for k, r in instructions[:first_from])
+    assert all(r.split()[0] == "${BASE}" for k, r in instructions if k == "FROM")
+
+
+def test_container_scripts_are_valid():
+    for script in (DOCKER / "build-base.sh", ROOT / ".ci" / "containers"):
+        assert os.access(script, os.X_OK), f"{script} is not executable"
+        subprocess.run(["bash", "-n", str(script)], check=True)
+    conf = tomllib.loads((DOCKER / "containers.conf").read_text())
+    for limit in conf["containers"]["default_ulimits"]:
+        name, _, values = limit.partition("=")
+        soft, hard = map(int, values.split(":"))
+        assert name in {"nofile", "nproc"} and 0 < soft <= hard, limit

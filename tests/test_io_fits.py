@@ -526,3 +526,67 @@ def test_reads_through_a_header_equal_astropy_reads(name, tmp_path):
     cut.write_bytes(data[: offset + 10])
     with pytest.raises(InputError, match="truncated"):
         read_plane(header, "variance")
+
+
+# -- lsst.images files (tests/data/lsst_images/README.md) --------------------------
+
+LSST_IMAGES = Path(__file__).resolve().parent / "data" / "lsst_images"
+
+
+def _check_lsst_images_file(path, x0, y0, height, width, image_of):
+    warp = read_warp(path)
+    assert (warp.x0, warp.y0, warp.height, warp.width) == (x0, y0, height, width)
+    # MSKN/MSKM cards: plane 3 was unnamed in the schema; the file numbers the named planes 0-4
+    assert warp.mask_planes == {"BAD": 0, "SAT": 1, "EDGE": 2, "DETECTED": 3, "NO_DATA": 4}
+    y, x = np.mgrid[0:height, 0:width]
+    np.testing.assert_array_equal(warp.image, image_of(y, x))
+    np.testing.assert_array_equal(warp.variance, np.float32(2.5) + y.astype(np.float32))
+    expected = {
+        "BAD": x == 3, "SAT": (y == 5) & (x >= 10), "EDGE": (y == 0) | (x == width - 1),
+        "DETECTED": (y >= 8) & (y < 12) & (x >= 20) & (x < 26), "NO_DATA": y >= height - 2,
+    }
+    for name, where in expected.items():
+        np.testing.assert_array_equal((warp.mask >> warp.mask_planes[name]) & 1 == 1, where, err_msg=name)
+    assert int(np.bitwise_or.reduce(warp.mask.ravel())) == 0b11111
+    header = read_warp_header(path)
+    assert header.compressed and header.mask_planes == warp.mask_planes
+    for plane in PLANES:      # row blocks of the tile-compressed planes
+        np.testing.assert_array_equal(read_plane(header, plane, slice(5, 9)), getattr(warp, plane)[5:9])
+
+
+def test_reads_the_committed_lsst_images_file():
+    """A MaskedImage written by lsst.images: mask planes by name (MSKN cards),
+    origin from CRVAL1A/2A, tile-compressed planes."""
+    _check_lsst_images_file(LSST_IMAGES / "masked_image.fits", 4200, -12, 24, 40,
+                            lambda y, x: (10.0 * y + x / 8.0).astype(np.float32))
+
+
+def test_lsst_images_mask_split_over_hdus_is_refused(tmp_path):
+    """More than 31 planes: lsst.images writes a second MASK HDU; refused by name."""
+    path = tmp_path / "split.fits"
+    hdus = [fits.PrimaryHDU()]
+    for name, n in (("IMAGE", None), ("MASK", 0), ("MASK", 31), ("VARIANCE", None)):
+        data = np.zeros((4, 5), dtype=np.int32 if n is not None else np.float32)
+        header = fits.Header([("EXTNAME", name)])
+        if n is not None:
+            header[f"MSKN{0:04d}"] = f"P{n}"
+            header[f"MSKM{0:04d}"] = 1
+        hdus.append(fits.ImageHDU(data, header))
+    fits.HDUList(hdus).writeto(path)
+    with pytest.raises(InputError, match=r"split.fits: the mask is split over HDUs 2 and 3.*31 mask planes"):
+        read_warp_header(path)
+
+
+@pytest.mark.parametrize("cards, reason", [
+    ({"MSKN0000": "BAD", "MSKM0000": 3}, "MSKM0000 = 3 is not one bit"),
+    ({"MSKN0000": "BAD", "MSKN0001": "BAD"}, "BAD is named twice"),
+    ({"MSKN0000": ""}, "is not a plane name"),
+], ids=["two-bits", "twice", "empty-name"])
+def test_bad_lsst_images_mask_cards(tmp_path, cards, reason):
+    path = tmp_path / "bad.fits"
+    mask_header = fits.Header([("EXTNAME", "MASK"), *cards.items()])
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.zeros((3, 3), np.float32), fits.Header([("EXTNAME", "IMAGE")])),
+                  fits.ImageHDU(np.zeros((3, 3), np.int32), mask_header),
+                  fits.ImageHDU(np.zeros((3, 3), np.float32), fits.Header([("EXTNAME", "VARIANCE")]))]).writeto(path)
+    with pytest.raises(InputError, match=reason):
+        read_warp_header(path)

@@ -67,3 +67,14 @@ def test_match_checks_the_dataset():
 
     with pytest.raises(bgdask.InputError, match="lacks image"):
         bgdask.match(xr.Dataset())
+
+
+def test_lazy_coarse_offsets_equal_the_stores(small_tract, store):
+    from bgdask.io.store import Store
+
+    result = bgdask.match(bgdask.open_warps(small_tract / "manifest.csv"), scheduler="sync")
+    stored = Store.open(store)
+    for v, p in result.keys():
+        grid, ky0, kx0 = result.coarse(v, p)
+        want, wy0, wx0 = stored.coarse(v, p)
+        assert (ky0, kx0) == (wy0, wx0) and grid.tobytes() == want.tobytes()

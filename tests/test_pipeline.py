@@ -15,7 +15,7 @@ import bgdask
 from bgdask.background import offset_rows
 from bgdask.config import MatchConfig
 from bgdask.errors import ConfigError, StoreError
-from bgdask.table import STATUS_CODES
+from bgdask.table import SEAM_PLANES, STATUS_CODES
 from bgdask import match_arrays, match_backgrounds
 
 
@@ -24,7 +24,20 @@ def serial(small_sim):
     return match_arrays(small_sim.warps, small_sim.skymap)
 
 
-def assert_store_equals_serial(out, serial, sim):
+@pytest.fixture(scope="module")
+def serial_100(small_sim):
+    """The serial driver on 100-row chunks: the quality is measured per row
+    block, so it is bitwise the pipeline's for the same chunks."""
+    return match_arrays(small_sim.warps, small_sim.skymap, chunk_rows=100)
+
+
+QUALITY = ("match_rms", "match_noise", "match_ratio", "flagged")
+
+
+def assert_store_equals_serial(out, serial, sim, quality=None):
+    """The store holds ``serial``'s result; its quality columns and seam map
+    are ``quality``'s (a serial result on the store's chunks; default ``serial``)."""
+    quality = quality or serial
     ds = xr.open_zarr(out)
     assert int(ds.attrs["reference_visit"]) == serial.reference_visit
     assert ds.attrs["complete"] is True
@@ -42,9 +55,12 @@ def assert_store_equals_serial(out, serial, sim):
     for vi, v in enumerate(visits):
         np.testing.assert_array_equal(ds.diff_model.values[vi], serial.models[v].model)
         row = serial.table.loc[v]
-        for col in ("ref_chi2", "ref_variance", "ref_cost", "model_mean", "model_rms", "fit_rms"):
+        for col in ("ref_chi2", "ref_variance", "ref_cost", "model_mean", "model_rms", "fit_rms", "extrap_frac"):
             np.testing.assert_array_equal(ds[col].values[vi], row[col])
+        for col in QUALITY:
+            np.testing.assert_array_equal(ds[col].values[vi], quality.table.loc[v, col])
         assert ds.status.values[vi] == STATUS_CODES[row["status"]]
+    np.testing.assert_array_equal(ds.seam.values, np.stack([quality.seam[k] for k in SEAM_PLANES]))
 
 
 def test_sync_store_equals_serial_driver(sync_store, serial, small_sim):
@@ -55,13 +71,14 @@ def test_sync_store_equals_serial_driver(sync_store, serial, small_sim):
 
 
 @pytest.mark.parametrize("n_workers", [1, 2])
-def test_distributed_store_equals_serial(small_tract, tmp_path, serial, small_sim, n_workers):
+def test_distributed_store_equals_serial(small_tract, tmp_path, serial, serial_100, small_sim, n_workers):
     with LocalCluster(n_workers=n_workers, threads_per_worker=1, host="127.0.0.1",
                       dashboard_address=None, processes=True) as cluster, Client(cluster) as client:
         res = match_backgrounds(small_tract / "manifest.csv", tmp_path / "out.zarr", client=client,
                                 chunk_rows=100)
     assert res.reference_visit == serial.reference_visit
-    assert_store_equals_serial(tmp_path / "out.zarr", serial, small_sim)
+    assert_store_equals_serial(tmp_path / "out.zarr", serial, small_sim, quality=serial_100)
+    assert res.table[list(QUALITY)].equals(serial_100.table[list(QUALITY)])
 
 
 def test_store_contents(sync_store, small_sim):

@@ -16,6 +16,7 @@ from bgdask.simulate import (
     MASK_PLANES,
     SATURATION,
     SimulatedTract,
+    CHAIN_OVERLAP,
     VisitTruth,
     load_truth,
     make_tract,
@@ -36,6 +37,18 @@ def sim() -> SimulatedTract:
 def plane(warp, name: str) -> np.ndarray:
     """Boolean plane of ``warp`` by name (through the warp's own bit layout)."""
     return (warp.mask & (1 << warp.mask_planes[name])) != 0
+
+
+def floats(values) -> tuple[float, ...]:
+    """A WCS result (a tuple of 0-d arrays, or of floats) as a flat tuple of
+    Python floats: pytest.approx compares flat sequences of numbers only
+    (pytest 9 rejects nested ones), and each value must be a single number."""
+    out = []
+    for v in values:
+        a = np.asarray(v, dtype=np.float64)
+        assert a.size == 1, f"expected one number, got {v!r}"
+        out.append(float(a.reshape(())))
+    return tuple(out)
 
 
 def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
@@ -95,9 +108,9 @@ def test_warps_have_their_patch_outer_box(sim):
         assert w.image.shape == w.mask.shape == w.variance.shape == w.box.shape
         assert set(w.mask_planes) == set(MASK_PLANES)
         # The celestial WCS is in the array's frame: one sky position per tract pixel.
-        ra, dec = w.wcs.pixel_to_world_values(5 - w.x0 + sm.patch_border, 7 - w.y0 + sm.patch_border)
-        ra0, dec0 = tract_wcs(sm).pixel_to_world_values(5 + sm.patch_border, 7 + sm.patch_border)
-        assert (ra, dec) == pytest.approx((ra0, dec0), abs=1e-10)
+        radec = floats(w.wcs.pixel_to_world_values(5 - w.x0 + sm.patch_border, 7 - w.y0 + sm.patch_border))
+        radec0 = floats(tract_wcs(sm).pixel_to_world_values(5 + sm.patch_border, 7 + sm.patch_border))
+        assert radec == pytest.approx(radec0, abs=1e-10)
 
 
 def test_shared_pixels_of_a_visit_agree_exactly(sim):
@@ -255,8 +268,8 @@ def test_write_tract_round_trip(tmp_path, compress):
         assert warps_equal(w, ref), path
         assert (w.visit, w.patch, w.tract, w.band) == (visit, patch, 9813, "r")
         assert w.wcs is not None
-        assert w.wcs.pixel_to_world_values(3.0, 4.0) == pytest.approx(
-            ref.wcs.pixel_to_world_values(3.0, 4.0), abs=1e-10)
+        assert floats(w.wcs.pixel_to_world_values(3.0, 4.0)) == pytest.approx(
+            floats(ref.wcs.pixel_to_world_values(3.0, 4.0)), abs=1e-10)
         header = fits.getheader(path, 0)
         assert header["LSST BUTLER DATAID VISIT"] == visit
         assert header["LSST BUTLER DATAID PATCH"] == patch
@@ -296,3 +309,140 @@ def test_visit_truth_sky_broadcasts():
     y = np.arange(4.0)[:, None]
     assert t.sky(x, y, 10, 4).shape == (4, 10)
     assert t.sky(5, 2, 10, 4) == pytest.approx(150.0)
+
+
+# -- options for the matching methods' tests --------------------------------
+
+CHAIN = dict(n_visits=5, num_patches=(5, 2), patch_inner=192, patch_border=12, layout="chain",
+             sources=False)
+
+
+@pytest.fixture(scope="module")
+def chain():
+    return make_tract(seed=4, **CHAIN)
+
+
+def test_chain_footprints_overlap_only_their_neighbours(chain):
+    box = chain.skymap.box
+    cover = {v: chain.footprint(v, box) for v in chain.visits}
+    for i, u in enumerate(chain.visits):
+        assert cover[u].any()
+        for j, v in enumerate(chain.visits):
+            shared = int((cover[u] & cover[v]).sum())
+            if abs(i - j) == 1:
+                # about CHAIN_OVERLAP of a footprint, and far more than a sliver
+                assert shared > 0.5 * CHAIN_OVERLAP * min(cover[u].sum(), cover[v].sum())
+            elif abs(i - j) >= 2:
+                assert shared == 0, (u, v)
+    # the first visit (a reference at one end) shares nothing with the third
+    first, third = chain.visits[0], chain.visits[2]
+    assert not (cover[first] & cover[third]).any()
+    # the chain spans the tract: the first and last visits sit at its two ends
+    xs = np.arange(box.width)
+    assert xs[cover[first].any(axis=0)].min() < 0.1 * box.width
+    assert xs[cover[chain.visits[-1]].any(axis=0)].max() > 0.9 * box.width
+
+
+def test_chain_edges_run_through_superpixels(chain):
+    """Footprint edges are oblique: some 128-pixel superpixels are partly covered."""
+    cover = chain.footprint(chain.visits[1], chain.skymap.box, chip_gaps=False)
+    ny, nx = cover.shape[0] // 128, cover.shape[1] // 128
+    frac = cover[: ny * 128, : nx * 128].reshape(ny, 128, nx, 128).mean(axis=(1, 3))
+    assert ((frac > 0.05) & (frac < 0.95)).sum() >= 4
+
+
+@pytest.mark.parametrize("gs, cs", [(5.0, 1.0), (1.0, 0.0), (3.0, 0.5)])
+def test_gradient_and_curvature_scales(gs, cs):
+    a = make_tract(seed=2, **SMALL)
+    b = make_tract(seed=2, gradient_scale=gs, curvature_scale=cs, **SMALL)
+    assert a.warps.keys() == b.warps.keys()
+    whole = a.skymap.box
+    x, y = np.meshgrid(np.arange(whole.width), np.arange(whole.height))
+    for v in a.visits:
+        ta, tb = a.truth[v], b.truth[v]
+        assert tb.level == ta.level
+        for name, scale in (("gx", gs), ("gy", gs), ("cxx", cs), ("cyy", cs), ("cxy", cs)):
+            assert getattr(tb, name) == pytest.approx(scale * getattr(ta, name), rel=1e-15, abs=0)
+        # the sky's linear and quadratic parts scale as asked
+        lin = lambda t: t.sky(x, y, whole.width, whole.height) - t.level  # noqa: E731
+        u, w = x / whole.width - 0.5, y / whole.height - 0.5
+        quad_a = ta.cxx * u * u + ta.cyy * w * w + ta.cxy * u * w
+        assert np.allclose(lin(tb), gs * (lin(ta) - quad_a) + cs * quad_a, atol=1e-9)
+    # only the sky changed: the footprints (hence NO_DATA) are the same
+    for k in a.warps:
+        assert np.array_equal(np.isnan(a.warps[k].image), np.isnan(b.warps[k].image))
+
+
+def test_wide_chip_gaps_and_pitch():
+    narrow = make_tract(seed=2, partial=False, **{**SMALL, "n_visits": 1})
+    wide = make_tract(seed=2, partial=False, chip_pitch=60.0, gap_width=9.0, **{**SMALL, "n_visits": 1})
+    box = narrow.skymap.box
+    v = narrow.visits[0]
+    assert wide.footprints[v].gap == 9.0 and wide.footprints[v].pitch == 60.0
+    lost_narrow = 1 - narrow.footprint(v, box).mean()
+    lost_wide = 1 - wide.footprint(v, box).mean()
+    # gaps of width g every p pixels along two axes lose about 2 g / p
+    assert lost_wide == pytest.approx(2 * 9.0 / 60.0, rel=0.25)
+    pitch = min(box.width, box.height) / 4.0  # the default chip size
+    assert lost_narrow == pytest.approx(2 * 3.0 / pitch, rel=0.25)
+    for w in wide.warps.values():
+        assert np.array_equal(np.isnan(w.image), plane(w, "NO_DATA"))
+
+
+def test_step_visit_has_a_sharp_step_and_others_do_not_change(tmp_path):
+    plain = make_tract(seed=6, **SMALL)
+    step = make_tract(seed=6, step_visit=1001, step_amp=4.0, **SMALL)
+    t = step.truth[1001]
+    assert t.step_amp == 4.0 and t.step_x == round(step.footprints[1001].cx)
+    for k, w in plain.warps.items():
+        if k[0] != 1001:
+            assert warps_equal(w, step.warps[k])
+    box = step.skymap.box
+    jump = step.truth_sky(1001, box) - plain.truth_sky(1001, box)
+    xs = np.arange(box.width)[None, :]
+    assert np.all(jump[:, xs[0] >= t.step_x] == 4.0)
+    assert np.all(jump[:, xs[0] < t.step_x] == 0.0)
+    # the pixels carry it (noise and sources are unchanged)
+    for (v, p), w in step.warps.items():
+        if v == 1001:
+            d = w.image.astype(np.float64) - plain.warps[(v, p)].image
+            ok = np.isfinite(d) & (w.image != np.float32(BAD_VALUE)) & (w.image != np.float32(SATURATION))
+            expect = step.truth_sky(1001, w.box) - plain.truth_sky(1001, w.box)
+            assert np.allclose(d[ok], expect[ok], atol=1e-3)
+    # truth.json keeps the step; files without one read as before
+    write_tract(step, tmp_path / "s")
+    _, truth, _ = load_truth(tmp_path / "s")
+    assert truth == step.truth
+    d = json.loads((tmp_path / "s" / "truth.json").read_text())
+    with_step = [e for e in d["visits"] if "step_amp" in e]
+    assert [e["visit"] for e in with_step] == [1001]
+
+
+def test_defaults_write_no_new_truth_fields():
+    d = make_tract(seed=1, **SMALL).truth_dict()
+    assert all(set(e) >= {"level", "gx"} and "step_amp" not in e for e in d["visits"])
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(layout="ring"), "layout"),
+    (dict(gradient_scale=-1.0), "gradient_scale"),
+    (dict(curvature_scale=float("nan")), "curvature_scale"),
+    (dict(gap_width=-2.0), "gap_width"),
+    (dict(chip_pitch=0.0), "chip_pitch"),
+    (dict(step_visit=999), "step_visit"),
+])
+def test_bad_options(kwargs, match):
+    from bgdask.errors import InputError
+
+    with pytest.raises(InputError, match=match):
+        make_tract(**{**SMALL, **kwargs})
+
+
+def test_many_small_visits():
+    """The tract of the "200 small visits" benchmarks, at a smaller count."""
+    s = make_tract(n_visits=40, num_patches=2, patch_inner=128, patch_border=8, seed=0, sources=False)
+    assert len(s.visits) == 40
+    assert all(s.patches_of(v) for v in s.visits)
+    # partial visits miss a patch; the full one covers all four
+    assert len(s.patches_of(s.visits[0])) == 4
+    assert all(len(s.patches_of(v)) < 4 for v in s.visits[1:])

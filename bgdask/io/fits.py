@@ -278,7 +278,8 @@ def _parse_header(path: str, hdul: fits.HDUList) -> WarpHeader:
     for plane, index in hdus.items():
         if not isinstance(hdul[index], fits.CompImageHDU):
             _check_size(path, hdul, plane, index, rows=height)
-    mask_planes = _mask_planes(path, headers["mask"]) or _mask_planes(path, hdul[0].header)
+    mask_planes = (_mask_planes(path, headers["mask"]) or _mask_planes(path, hdul[0].header)
+                   or _lsst_images_mask_planes(path, headers["mask"]))
     primary = hdul[0].header
     layout = None
     if not compressed:
@@ -318,6 +319,11 @@ def _find_planes(path: str, hdul: fits.HDUList) -> dict[str, int]:
                 unlabeled.append(index)
             continue
         if plane in found:
+            if plane == "mask" and any(_MSKN.match(k) for k in hdu.header):
+                raise InputError(
+                    f"{path}: the mask is split over HDUs {found[plane]} and {index} (an lsst.images "
+                    "file with more than 31 mask planes); bgdask reads masks of at most 31 planes"
+                )
             raise InputError(f"{path}: HDUs {found[plane]} and {index} are both labeled {plane.upper()}")
         found[plane] = index
         if len(found) == len(PLANES):
@@ -419,6 +425,33 @@ def _mask_planes(path: str, header: fits.Header) -> dict[str, int]:
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 32:
             raise InputError(f"{path}: mask plane card {key} = {value!r} is not a bit number 0-31")
         planes[key[3:].upper()] = value
+    return planes
+
+
+#: lsst.images' mask plane cards: ``MSKNnnnn`` = name, ``MSKMnnnn`` = 1 << bit.
+_MSKN = re.compile(r"MSKN(\d{4})$")
+
+
+def _lsst_images_mask_planes(path: str, header: fits.Header) -> dict[str, int]:
+    """Mask plane name -> bit from lsst.images' ``MSKNnnnn`` (name) and
+    ``MSKMnnnn`` (bitmask, ``1 << n``) cards (tests/data/lsst_images/README.md)."""
+    planes: dict[str, int] = {}
+    for key, name in header.items():
+        m = _MSKN.match(key.upper())
+        if m is None:
+            continue
+        n = int(m.group(1))
+        value = header.get(f"MSKM{m.group(1)}", 1 << n if n < 32 else 0)
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0 or value & (value - 1):
+            raise InputError(f"{path}: mask plane card MSKM{m.group(1)} = {value!r} is not one bit")
+        bit = value.bit_length() - 1
+        if not isinstance(name, str) or not name.strip() or bit > 31:
+            raise InputError(f"{path}: mask plane card {key} = {name!r} (bit {bit}) is not a plane name "
+                             "with a bit number 0-31")
+        name = name.strip().upper()
+        if name in planes:
+            raise InputError(f"{path}: mask plane {name} is named twice (MSKN cards)")
+        planes[name] = bit
     return planes
 
 

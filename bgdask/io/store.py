@@ -17,10 +17,17 @@ Layout
 * ``present``, ``done``, ``usable`` (visit, patch): which warps exist, which
   have been written completely, which had a usable pixel.
 * ``x0``, ``y0``, ``width``, ``height`` (patch): the patches' outer boxes.
-* the per-visit table (visit): the columns of :data:`bgdask.table.COLUMNS`.
+* the per-visit table (visit): the columns of :data:`bgdask.table.COLUMNS`
+  (the quality columns, :data:`bgdask.table.QUALITY_COLUMNS`, written after stage C).
+* ``seam`` (seam, sy, sx): per superpixel, the spread (RMS about the mean)
+  of the visits' levels, before and after matching
+  (:data:`bgdask.table.SEAM_PLANES`; :mod:`bgdask.quality`).
 * attributes: ``reference_visit``, ``config``, ``skymap``, ``mask_planes``
   (JSON), ``fingerprint``, ``source``, ``models_done``, ``models_checksum``,
   ``complete``, ``stage_times`` (JSON), ``bgdask_version``.
+* the global method only: the per-pair table (pair): arrays ``pair_<column>``
+  of :data:`bgdask.table.PAIR_COLUMNS`, and the attribute ``global_solve``
+  (JSON: the solve's size, solver and residual).
 
 * ``checksum`` (visit, patch): uint64, each done warp's checksum (below).
 
@@ -90,7 +97,8 @@ import numpy as np
 
 from ..errors import DamagedStoreError, StaleLockWarning, StoreError, StoreLockedError
 from ..geometry import Box, SkyMap, coarse_cells, coarse_shape, superpixel_shape
-from ..table import COLUMNS, table_from_arrays, table_to_arrays
+from ..table import (COLUMNS, PAIR_COLUMNS, QUALITY_COLUMNS, SEAM_PLANES, pair_table_from_arrays,
+                     pair_table_to_arrays, table_from_arrays, table_to_arrays)
 from .warp import PLANE_DTYPES, PLANE_FILL, PLANES
 
 __all__ = ["Store", "StoreWarp", "StoreLock", "fingerprint", "is_store", "check_replaceable", "write_error"]
@@ -98,7 +106,7 @@ __all__ = ["Store", "StoreWarp", "StoreLock", "fingerprint", "is_store", "check_
 #: Arrays every bgdask store has.
 REQUIRED = (*PLANES, "present", "done", "visit", "patch", "x0", "y0", "width", "height")
 #: Attributes holding JSON text.
-JSON_ATTRS = ("config", "skymap", "mask_planes", "stage_times")
+JSON_ATTRS = ("config", "skymap", "mask_planes", "stage_times", "global_solve")
 #: Arrays written per warp by stage C (their chunks are what ``checksum`` covers).
 WARP_ARRAYS = (*PLANES, "offset_coarse", "done", "checksum")
 #: The one message a zarr warning about consolidated metadata deserves: none
@@ -637,7 +645,28 @@ class Store:
     # -- results ----------------------------------------------------------------
     def table(self):
         """The per-visit table (a pandas DataFrame indexed by visit)."""
-        return table_from_arrays(self.visits, {name: self._read(name) for name in COLUMNS})
+        names = set(self.group.array_keys())
+        return table_from_arrays(self.visits, {name: self._read(name) for name in COLUMNS if name in names})
+
+    def seam(self) -> dict[str, np.ndarray] | None:
+        """The seam map, plane name -> (sy, sx) array (None in a store without one)."""
+        if "seam" not in set(self.group.array_keys()):
+            return None
+        return dict(zip(SEAM_PLANES, self._read("seam")))
+    def pairs(self):
+        """The global method's per-pair table (a pandas DataFrame), or None
+        (the reference method)."""
+        names = set(self.group.array_keys())
+        wanted = [f"pair_{n}" for n in PAIR_COLUMNS]
+        if not all(n in names for n in wanted):
+            return None
+        return pair_table_from_arrays({n: self._read(n) for n in wanted})
+
+    @property
+    def solve_info(self) -> dict | None:
+        """The global method's solve figures (attribute ``global_solve``), or None."""
+        info = self.attrs.get("global_solve")
+        return dict(info) if info else None
 
     def models(self) -> dict:
         """Each visit's :class:`~bgdask.background.VisitModel` as stage B stored it."""
@@ -646,7 +675,8 @@ class Store:
         diff = self._read("diff_model")
         table = self.table()
         return {v: VisitModel(v, diff[i], int(table.loc[v, "n_good"]), table.loc[v, "model_mean"],
-                              table.loc[v, "model_rms"], table.loc[v, "fit_rms"], table.loc[v, "status"])
+                              table.loc[v, "model_rms"], table.loc[v, "fit_rms"], table.loc[v, "status"],
+                              extrap_frac=table.loc[v, "extrap_frac"])
                 for i, v in enumerate(self.visits)}
 
     def coarse(self, visit: int, patch: int) -> tuple[np.ndarray, int, int]:
@@ -706,6 +736,8 @@ class Store:
         data_vars.update({
             "offset_coarse": (("visit", "patch", "cy", "cx"), lazy((nv, npch, cy, cx), (1, 1, cy, cx), np.float64, np.nan)),
             "diff_model": (("visit", "sy", "sx"), lazy((nv, sy, sx), (1, sy, sx), np.float64, np.nan)),
+            "seam": (("seam", "sy", "sx"), lazy((len(SEAM_PLANES), sy, sx), (len(SEAM_PLANES), sy, sx), np.float64,
+                                                np.nan)),
             "done": (("visit", "patch"), lazy((nv, npch), (1, 1), bool, False)),
             "checksum": (("visit", "patch"), lazy((nv, npch), (1, 1), np.uint64, 0)),
             "usable": (("visit", "patch"), lazy((nv, npch), (nv, npch), bool, False)),
@@ -728,6 +760,7 @@ class Store:
 
         ds["status"].attrs.update(flag_values=list(STATUS_CODES.values()), flag_meanings=" ".join(STATUS_CODES))
         ds["image"].attrs["units"] = "nJy"
+        ds["seam"].attrs.update(units="nJy", planes=list(SEAM_PLANES))
         ds.attrs.update({k: _encode(v) for k, v in attrs.items()})
         ds.attrs.update(bgdask_version=__version__, models_done=False, complete=False)
         encoding = {name: {"chunks": ds[name].data.chunksize} for name in ds.data_vars
@@ -780,6 +813,29 @@ class Store:
             group[name][:] = values
         group.attrs.update(reference_visit=int(reference), models_done=True,
                            models_checksum=self.models_checksum())
+        self._consolidate()
+
+    def write_quality(self, table, seam: np.ndarray) -> None:
+        """The quality measured in stage C: the table's quality columns and the seam map."""
+        group = self._writable()
+        for name, values in table_to_arrays(table.loc[self.visits]).items():
+            if name in QUALITY_COLUMNS:
+                group[name][:] = values
+        group["seam"][:] = seam
+        group.attrs.update(models_checksum=self.models_checksum())   # the table and seam as they are now
+        self._consolidate()
+
+    def write_pairs(self, table, solve_info: Mapping[str, Any]) -> None:
+        """The global method's per-pair table (arrays along ``pair``) and its
+        solve's figures (attribute ``global_solve``); before :meth:`write_models`."""
+        group = self._writable()
+        for name, values in pair_table_to_arrays(table).items():
+            arr = group.create_array(name, shape=values.shape, dtype=values.dtype,
+                                     chunks=(max(len(values), 1),), dimension_names=["pair"],
+                                     fill_value=0, overwrite=True)
+            if len(values):
+                arr[:] = values
+        group.attrs.update(global_solve=_encode(dict(solve_info)))
         self._consolidate()
 
     # -- checksums and verification -------------------------------------------------------
@@ -915,6 +971,10 @@ class Store:
         except OSError as exc:
             raise write_error(self.path, exc) from None
         return tuple(crcs)
+
+    def read_rows(self, vi: int, pi: int, plane: str, rows: slice, width: int) -> np.ndarray:
+        """Rows ``rows`` of one warp's plane as written (``width`` columns, no padding)."""
+        return np.asarray(_array(self.path, plane, mode="r")[vi, pi, rows, :width])
 
     def finish_warp(self, vi: int, pi: int, coarse: np.ndarray, crcs: Iterable[int] = ()) -> None:
         """Write a warp's coarse offsets and its checksum (``crcs``: its row

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.interpolate import Akima1DInterpolator, CubicSpline
+from numba import njit
 from scipy.ndimage import gaussian_filter
 
 from . import EXTRAPOLATIONS, MIN_POINTS, STYLES
@@ -87,12 +88,70 @@ def interpolate_1d(
         interp = CubicSpline(x, y, axis=0, bc_type="natural", extrapolate=True)
     else:
         interp = Akima1DInterpolator(x, y, axis=0, extrapolate=True)
-    out = interp(xq)
+    out = _evaluate(interp, xq)
     lo, hi = xq < x[0], xq > x[-1]
     for mask, xe in ((lo, x[0]), (hi, x[-1])):
         if np.any(mask):
             out[mask] = _extrapolate(interp, xe, xq[mask], extrapolation)
     return out
+
+
+def _evaluate(interp, xq: np.ndarray) -> np.ndarray:
+    """``interp(xq)``; for scipy's piecewise polynomials along axis 0 with
+    columns (the offsets of a warp's rows), a compiled loop that does
+    scipy's arithmetic in scipy's order, so the values are bitwise scipy's."""
+    c = getattr(interp, "c", None)
+    if (c is None or c.ndim != 3 or c.dtype != np.float64 or getattr(interp, "axis", 0) != 0
+            or c.shape[2] < 64 or xq.size < 16):
+        return interp(xq)
+    out = np.empty((xq.size, c.shape[2]), dtype=np.float64)
+    _ppoly_eval(np.ascontiguousarray(c), np.ascontiguousarray(interp.x, dtype=np.float64),
+                np.ascontiguousarray(xq), out)
+    return out
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def _ppoly_eval(c, x, xq, out):
+    """scipy.interpolate's PPoly evaluation (``_ppoly.evaluate`` with nu = 0,
+    extrapolate): the interval with x[i] <= xq < x[i + 1] (the first or last
+    beyond the ends, the last at x[-1]), then res = 0.0 + c[k-1] * 1, and
+    res = res + c[k-1-j] * s**j for j = 1 .. k-1 with s**j built by repeated
+    multiplication, as scipy does."""
+    k, _, m = c.shape
+    nx = x.shape[0]
+    z = np.empty(k)
+    for ip in range(xq.shape[0]):
+        xv = xq[ip]
+        if not (x[0] <= xv <= x[nx - 1]):
+            if xv < x[0]:
+                i = 0
+            elif xv > x[nx - 1]:
+                i = nx - 2
+            else:
+                for jp in range(m):
+                    out[ip, jp] = np.nan
+                continue
+        elif xv == x[nx - 1]:
+            i = nx - 2
+        else:
+            lo, hi = 0, nx - 2
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                if xv < x[mid]:
+                    hi = mid - 1
+                else:
+                    lo = mid
+            i = lo
+        s = xv - x[i]
+        z[0] = 1.0
+        for kp in range(1, k):
+            z[kp] = z[kp - 1] * s
+        for jp in range(m):
+            out[ip, jp] = 0.0 + c[k - 1, i, jp] * z[0] * 1.0
+        for kp in range(1, k):
+            zk = z[kp]
+            for jp in range(m):
+                out[ip, jp] = out[ip, jp] + c[k - 1 - kp, i, jp] * zk * 1.0
 
 
 def _nearest(x, y, xq):
