@@ -22,6 +22,7 @@ on the scheduler, so every scheduler gives the same numbers bit for bit.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass, replace
 from typing import Any, Mapping
@@ -34,7 +35,7 @@ from .config import MatchConfig
 from .errors import ConfigError, InputError
 from .geometry import Box, SkyMap, coarse_cells, coarse_shape, infer_skymap, superpixel_shape
 from .io.warp import PLANE_DTYPES, PLANE_FILL
-from .kernels.stats import bad_pixels
+from .kernels.stats import bad_pixels, nonpositive_variance
 from .masks import plane_bits
 from .quality import QualityPartial, Spread, inner_part, quality_partial, seam_map, visit_levels, visit_quality
 from .reference import choose_reference, visit_criteria
@@ -158,37 +159,65 @@ def _whole(blocks, box: Box, y_starts) -> np.ndarray:
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
-def _image_and_bad(image_blocks, mask_blocks, box, y_starts, bad_bits):
+def _whole_mask(blocks, box: Box, y_starts) -> tuple[np.ndarray, int]:
+    """A warp's mask, and the bits its file set without naming them."""
+    parts, unnamed = [], 0
+    for spec, y0 in zip(blocks, y_starts):
+        if y0 >= box.height:
+            break
+        if isinstance(spec, BlockRead):
+            rows, bits = spec.rows_and_unnamed()
+            parts.append(rows)
+            unnamed |= bits
+        else:
+            parts.append(np.asarray(spec)[0, 0, : box.height - y0, : box.width])
+    return (parts[0] if len(parts) == 1 else np.concatenate(parts)), unnamed
+
+
+#: The planes every task reading a warp's pixels for a statistic reads: the
+#: variance too, since pixels of zero or negative variance are bad.
+READ_PLANES = ("image", "mask", "variance")
+
+
+def _planes_and_bad(key, image_blocks, mask_blocks, var_blocks, box, y_starts, bad_bits):
+    """A warp's image and variance, its bad pixels (:func:`~bgdask.kernels.stats.bad_pixels`:
+    bad mask planes, non-finite image, zero or negative variance) and its
+    note: (key, mask bits set without a name, pixels of zero or negative variance)."""
     image = _whole(image_blocks, box, y_starts)
-    mask = _whole(mask_blocks, box, y_starts)
-    return image, bad_pixels(mask, bad_bits, image)
+    mask, unnamed = _whole_mask(mask_blocks, box, y_starts)
+    variance = _whole(var_blocks, box, y_starts)
+    bad = bad_pixels(mask, bad_bits, image, variance)
+    return image, variance, bad, (key, unnamed, nonpositive_variance(variance))
 
 
-def _leaf_a(key, image_blocks, mask_blocks, box, y_starts, bad_bits, grid, cfg):
-    image, bad = _image_and_bad(image_blocks, mask_blocks, box, y_starts, bad_bits)
+def _image_and_bad(*args):
+    """:func:`_planes_and_bad` without the variance: (image, bad, note)."""
+    image, _, bad, note = _planes_and_bad(*args)
+    return image, bad, note
+
+
+def _leaf_a(key, image_blocks, mask_blocks, var_blocks, box, y_starts, bad_bits, grid, cfg):
+    image, bad, _ = _image_and_bad(key, image_blocks, mask_blocks, var_blocks, box, y_starts, bad_bits)
     return bg.warp_partial(key, image, bad, box, grid, cfg)
 
 
-def _leaf_b(ref_key, ref_image, ref_mask, key, image_blocks, mask_blocks, box, y_starts, bad_bits, grid, cfg,
-            inner=None):
-    r_image, r_bad = _image_and_bad(ref_image, ref_mask, box, y_starts, bad_bits)
-    image, bad = _image_and_bad(image_blocks, mask_blocks, box, y_starts, bad_bits)
-    part = bg.difference_partial(ref_key, r_image, r_bad, key, image, bad, box, grid, cfg)
+def _leaf_b(ref_key, ref_image, ref_mask, ref_var, key, image_blocks, mask_blocks, var_blocks, box, y_starts,
+            bad_bits, grid, cfg, inner=None, partial=bg.difference_partial):
+    r_image, r_bad, r_note = _image_and_bad(ref_key, ref_image, ref_mask, ref_var, box, y_starts, bad_bits)
+    image, bad, note = _image_and_bad(key, image_blocks, mask_blocks, var_blocks, box, y_starts, bad_bits)
+    part = partial(ref_key, r_image, r_bad, key, image, bad, box, grid, cfg).noted(r_note, note)
     return part if inner is None else replace(part, overlap=bg.overlap_bins(bad, r_bad, box, inner, grid, cfg))
 
 
-def _leaf_b_sums(ref_key, ref_image, ref_mask, key, image_blocks, mask_blocks, box, y_starts, bad_bits, grid, cfg,
-                 inner=None):
+def _leaf_b_sums(*args):
     """:func:`_leaf_b` with the centroid sums (``placement: centroid``)."""
-    r_image, r_bad = _image_and_bad(ref_image, ref_mask, box, y_starts, bad_bits)
-    image, bad = _image_and_bad(image_blocks, mask_blocks, box, y_starts, bad_bits)
-    part = bg.difference_partial_sums(ref_key, r_image, r_bad, key, image, bad, box, grid, cfg)
-    return part if inner is None else replace(part, overlap=bg.overlap_bins(bad, r_bad, box, inner, grid, cfg))
+    return _leaf_b(*args, partial=bg.difference_partial_sums)
 
 
-def _leaf_count(key, image_blocks, mask_blocks, box, y_starts, bad_bits, grid=None, cfg=None, inner=None):
-    _, bad = _image_and_bad(image_blocks, mask_blocks, box, y_starts, bad_bits)
-    part = bg.usable_partial(key, bad)
+def _leaf_count(key, image_blocks, mask_blocks, var_blocks, box, y_starts, bad_bits, grid=None, cfg=None,
+                inner=None):
+    _, bad, note = _image_and_bad(key, image_blocks, mask_blocks, var_blocks, box, y_starts, bad_bits)
+    part = bg.usable_partial(key, bad).noted(note)
     return part if inner is None else replace(part, overlap=bg.overlap_bins(bad, None, box, inner, grid, cfg))
 
 
@@ -277,7 +306,7 @@ def graph_a(tract: Tract, cfg: MatchConfig):
         leaves = []
         for key in tract.keys_of[v]:
             vi, pi = tract.index(key)
-            leaves.append(g.task(g.key("warp", vi, pi), _leaf_a, key, *g.planes(vi, pi, "image", "mask"),
+            leaves.append(g.task(g.key("warp", vi, pi), _leaf_a, key, *g.planes(vi, pi, *READ_PLANES),
                                  tract.boxes[key[1]], ys, bits, grid, cfg))
         if not leaves:
             continue
@@ -286,22 +315,31 @@ def graph_a(tract: Tract, cfg: MatchConfig):
     return g.graph(), figs
 
 
-def stage_b(tract: Tract, cfg: MatchConfig, ref: int, executor) -> tuple[dict, dict]:
-    """Every visit's difference model (the reference's is zero) and every
-    warp's number of usable pixels."""
+def stage_b(tract: Tract, cfg: MatchConfig, ref: int, executor) -> tuple[dict, dict, dict]:
+    """Every visit's difference model (the reference's is zero), every
+    warp's number of usable pixels, and every warp's notes (:func:`read_notes`).
+    Stage B reads every warp whole, so these cover them all."""
     graph, jobs, rest, order = graph_b(tract, cfg, ref)
     results = executor.compute(graph, jobs + rest, "stage B: difference models")
     grid, _ = _common(tract, cfg)
     models = {v: model for v, (model, _) in zip(order, results[: len(jobs)])}
     models[ref] = bg.VisitModel.zero(ref, grid, "reference")
-    pixels: dict[tuple[int, int], int] = {}
-    for _, pairs in results[: len(jobs)]:
-        pixels.update(pairs)
-    for part in results[len(jobs):]:
-        pixels.update(part.usable_pixels)
+    pixels, notes = read_notes([read for _, read in results[: len(jobs)]] + list(results[len(jobs):]))
     for v in tract.visits:               # a visit with no warp at all
         models.setdefault(v, bg.VisitModel.zero(v, grid, "empty"))
-    return dict(sorted(models.items())), pixels
+    return dict(sorted(models.items())), pixels, notes
+
+
+def read_notes(parts) -> tuple[dict, dict]:
+    """From partials (:class:`~bgdask.background.Partial`) covering every
+    warp: each warp's usable pixels, and its notes (mask bits set without a
+    name, pixels of zero or negative variance)."""
+    pixels: dict[tuple[int, int], int] = {}
+    notes: dict[tuple[int, int], tuple[int, int]] = {}
+    for part in parts:
+        pixels.update(part.usable_pixels)
+        notes.update((key, (unnamed, n)) for key, unnamed, n in part.notes)
+    return pixels, notes
 
 
 def graph_b(tract: Tract, cfg: MatchConfig, ref: int):
@@ -322,10 +360,10 @@ def graph_b(tract: Tract, cfg: MatchConfig, ref: int):
             box = tract.boxes[key[1]]
             inner = tract.skymap.inner_box(key[1])
             ref_key = (ref, key[1])
-            own = g.planes(vi, pi, "image", "mask")
+            own = g.planes(vi, pi, *READ_PLANES)
             if ref_key in present:
                 ri, _ = tract.index(ref_key)
-                leaves.append(g.task(g.key("diff", vi, pi), leaf_b, ref_key, *g.planes(ri, pi, "image", "mask"),
+                leaves.append(g.task(g.key("diff", vi, pi), leaf_b, ref_key, *g.planes(ri, pi, *READ_PLANES),
                                      key, *own, box, ys, bits, grid, cfg, inner))
                 read_refs.add(ref_key)
             else:
@@ -340,7 +378,7 @@ def graph_b(tract: Tract, cfg: MatchConfig, ref: int):
     for key in tract.keys:
         if key[0] == ref and key not in read_refs:
             vi, pi = tract.index(key)
-            rest.append(g.task(g.key("count", vi, pi), _leaf_count, key, *g.planes(vi, pi, "image", "mask"),
+            rest.append(g.task(g.key("count", vi, pi), _leaf_count, key, *g.planes(vi, pi, *READ_PLANES),
                                tract.boxes[key[1]], ys, bits))
     return g.graph(), jobs, rest, order
 
@@ -363,6 +401,9 @@ class Solution:
     #: figures (:func:`bgdask.global_stage.solve_info_attrs`); None for the reference method
     pairs: Any = None
     solve_info: Mapping[str, Any] | None = None
+    #: the mask layout of the matched warps: the collection's, plus a plane
+    #: UNNAMED_<bit> for each bit some file set without naming it (None: the collection's)
+    mask_planes: Mapping[str, int] | None = None
 
     def matches(self, key: tuple[int, int]) -> bool:
         """Whether a warp gets its visit's offset (unusable warps pass unchanged)."""
@@ -428,21 +469,37 @@ def matched_arrays(tract: Tract, cfg: MatchConfig, sol: Solution) -> dict:
                 g.task((name, vi, pi, yi, 0), _matched_block, spec, g.ref(coarse_keys[key]), box,
                        tract.rows_of(yi), width, sol.matches(key), cfg)
             g.task((cname, vi, pi, 0, 0), _padded_coarse, g.ref(coarse_keys[key]), padded)
-    # two layers, each named as the array made of it: the coarse grids' layer
+    mname = None
+    if sol.mask_planes is not None and dict(sol.mask_planes) != tract.mask_planes:
+        # bits without a name found: the matched mask carries them as UNNAMED planes
+        mname = g.key("matched-mask")[0]
+        for vi in range(len(tract.visits)):
+            for pi in range(len(tract.patches)):
+                for yi, spec in enumerate(_retarget(tract.blocks("mask", vi, pi), sol.mask_planes)):
+                    g.task((mname, vi, pi, yi, 0), _mask_block if isinstance(spec, BlockRead) else np.asarray,
+                           spec)
+    # layers each named as the array made of it: the coarse grids' layer
     # depends on the one holding the models and the image
     from dask.highlevelgraph import HighLevelGraph
 
     grid_layer = {k: g.layer.pop(k) for k in [k for k in g.layer if k[0] == cname]}
+    mask_layer = {k: g.layer.pop(k) for k in [k for k in g.layer if k[0] == mname]}
     g.name = name
     graph = g.graph()
-    graph = HighLevelGraph({**graph.layers, cname: grid_layer},
-                           {**graph.dependencies, cname: {name}})
+    layers, deps = {**graph.layers, cname: grid_layer}, {**graph.dependencies, cname: {name}}
+    if mname:
+        layers[mname], deps[mname] = mask_layer, set(graph.dependencies[name])
+    graph = HighLevelGraph(layers, deps)
     image = da.Array(graph, name, chunks=src.chunks, dtype=PLANE_DTYPES["image"],
                      meta=np.empty((0, 0, 0, 0), dtype=PLANE_DTYPES["image"]))
     nv, npch = len(tract.visits), len(tract.patches)
     grids = da.Array(graph, cname, chunks=((1,) * nv, (1,) * npch, (padded[0],), (padded[1],)),
                      dtype=np.float64, meta=np.empty((0, 0, 0, 0)))
-    return {"image": image, "offset_coarse": grids}
+    out = {"image": image, "offset_coarse": grids}
+    if mname:
+        out["mask"] = da.Array(graph, mname, chunks=tract.array("mask").chunks, dtype=PLANE_DTYPES["mask"],
+                               meta=np.empty((0, 0, 0, 0), dtype=PLANE_DTYPES["mask"]))
+    return out
 
 
 def _padded_coarse(coarse, shape):
@@ -478,10 +535,10 @@ class _Measure:
             return QualityPartial()
         r, c, part = cut
         img = image[r, c]
-        bad = bad_pixels(mask[r, c], self.bits, img)
+        bad = bad_pixels(mask[r, c], self.bits, img, variance[r, c])
         if ref is not None:
-            r_img = ref[0][r, c]
-            ref = (r_img, bad_pixels(ref[1][r, c], self.bits, r_img), ref[2][r, c])
+            r_img, r_var = ref[0][r, c], ref[2][r, c]
+            ref = (r_img, bad_pixels(ref[1][r, c], self.bits, r_img, r_var), r_var)
         return quality_partial(matched[r, c], None if self.is_ref else img, bad, variance[r, c], ref, part,
                                self.grid, self.cfg, self.cfg.replace(grid_statistic="MEAN"))
 
@@ -517,13 +574,44 @@ def _write(store, vi, pi, box, rows, image_spec, mask_spec, var_spec, coarse, ap
     local = slice(rows.start, rows.start + image.shape[0])
     matched = bg.matched_rows(image, coarse, box, local, apply, cfg)
     variance = np.asarray(variance, dtype=np.float32)
-    store.write_rows(vi, pi, rows.start, matched, mask, variance)
+    crcs = store.write_rows(vi, pi, rows.start, matched, mask, variance)
     if finish:
-        store.finish_warp(vi, pi, coarse[0])
+        store.finish_warp(vi, pi, coarse[0], crcs)
+    quality = None
     if measure is not None:
         ref = _ref_rows(box, rows.start, ref_image, ref_mask, ref_var)
-        return measure.partial(local, image, mask, variance, matched, ref)
-    return None
+        quality = measure.partial(local, image, mask, variance, matched, ref)
+    return crcs, quality
+
+
+def _quality(written):
+    """The quality sums of a block: from :func:`_write`'s (CRCs, sums), or as they are."""
+    return written[1] if isinstance(written, tuple) else written
+
+
+def _add_quality(a, b) -> QualityPartial:
+    return _quality(a) + _quality(b)
+
+
+def _visit_quality(total, *args):
+    return visit_quality(_quality(total), *args)
+
+
+def _visit_levels(total, *args):
+    return visit_levels(_quality(total), *args)
+
+
+def _retarget(specs: list, layout) -> list:
+    """Mask read specs remapping to ``layout`` (the solution's, which may
+    have UNNAMED planes the collection's lacks)."""
+    if layout is None:
+        return specs
+    return [dataclasses.replace(s, target=dict(layout))
+            if isinstance(s, BlockRead) and s.target is not None and s.target != layout else s for s in specs]
+
+
+def _mask_block(spec):
+    return spec.padded()
 
 
 def _measure_stored(store, vi, pi, box, rows, image_spec, mask_spec, var_spec, measure: _Measure,
@@ -544,8 +632,9 @@ def _collect(seam, *figures):
 
 
 def _finish(store, vi, pi, coarse, *written) -> None:
-    """Mark a warp done once all its chunks (``written``) have landed."""
-    store.finish_warp(vi, pi, coarse[0])
+    """Mark a warp done once all its chunks have landed (``written``: each
+    block's (CRCs, quality sums), in row order: the CRCs make the warp's checksum)."""
+    store.finish_warp(vi, pi, coarse[0], [c for crcs, _ in written for c in crcs])
 
 
 def write_graph(tract: Tract, cfg: MatchConfig, sol: Solution, store, keys, *,
@@ -571,6 +660,7 @@ def write_graph(tract: Tract, cfg: MatchConfig, sol: Solution, store, keys, *,
         vi, pi = tract.index(key)
         box = tract.boxes[key[1]]
         specs = [tract.blocks(plane, vi, pi) for plane in ("image", "mask", "variance")]
+        specs[1] = _retarget(specs[1], sol.mask_planes)
         n = sum(1 for y0 in tract.row_starts if y0 < box.height)
         measure, ref_specs = (None, [[None] * n] * 3)
         if quality:
@@ -605,9 +695,9 @@ def _quality_trees(g: _Graph, tract: Tract, grid, cfg: MatchConfig, leaves: dict
     figures, levels = [], []
     for v, blocks in leaves.items():
         vi = tract._vidx[v]
-        total = g.tree("quality", (vi,), blocks, QualityPartial.__add__)
-        figures.append(g.task(g.key("visit-quality", vi), visit_quality, g.ref(total), grid, cfg, v))
-        levels.append(g.task(g.key("levels", vi), visit_levels, g.ref(total), grid, cfg))
+        total = g.tree("quality", (vi,), blocks, _add_quality)
+        figures.append(g.task(g.key("visit-quality", vi), _visit_quality, g.ref(total), grid, cfg, v))
+        levels.append(g.task(g.key("levels", vi), _visit_levels, g.ref(total), grid, cfg))
     spread = g.tree("spread", (), levels, Spread.__add__)
     seam = g.task(g.key("seam"), seam_map, g.ref(spread))
     return g.task(g.key("quality"), _collect, g.ref(seam), *[g.ref(k) for k in figures])

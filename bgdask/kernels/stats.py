@@ -782,16 +782,24 @@ def superpixel_stats(image, bad, x0, y0, grid_shape, x_bin, y_bin, *, window_sca
     return SuperpixelBlock(S, N, V, iy0, ix0)
 
 
-def bad_pixels(mask, bad_bits: int, image=None) -> np.ndarray:
-    """Excluded pixels: ``(mask & bad_bits) != 0``, or non-finite ``image``."""
+def bad_pixels(mask, bad_bits: int, image=None, variance=None) -> np.ndarray:
+    """Excluded pixels: ``(mask & bad_bits) != 0``, non-finite ``image``, or
+    zero or negative ``variance`` (a NaN variance alone does not exclude)."""
     mask = np.asarray(mask)
     bad = (mask & bad_bits) != 0
+    for plane, name in ((image, "image"), (variance, "variance")):
+        if plane is not None and np.shape(plane) != mask.shape:
+            raise ValueError(f"{name} has shape {np.shape(plane)}, mask has shape {mask.shape}")
     if image is not None:
-        image = np.asarray(image)
-        if image.shape != mask.shape:
-            raise ValueError(f"image has shape {image.shape}, mask has shape {mask.shape}")
-        bad |= ~np.isfinite(image)
+        bad |= ~np.isfinite(np.asarray(image))
+    if variance is not None:
+        bad |= np.asarray(variance) <= 0
     return bad
+
+
+def nonpositive_variance(variance) -> int:
+    """How many pixels have zero or negative variance (NaN not counted)."""
+    return int(np.count_nonzero(np.asarray(variance) <= 0))
 
 
 _WARM_LOCK = __import__("threading").Lock()
