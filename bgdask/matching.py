@@ -280,13 +280,13 @@ def match_arrays(
     pipeline gives the same numbers bit for bit (the quality, measured per
     row block, for the same ``chunk_rows``).
     """
-    from .collection import open_warps
-
+    import dask.array as da
     import dask.config
 
-    import dask.array as da
+    from .collection import open_warps
+    from .pipeline import checked_chunk_rows
 
-    rows = int(chunk_rows or dask.config.get("bgdask.chunk-rows"))
+    rows = checked_chunk_rows(chunk_rows if chunk_rows is not None else dask.config.get("bgdask.chunk-rows"))
     ds = open_warps(warps, skymap=skymap, chunks={"y": rows})
     executor = Executor(scheduler="sync")
     result, tract, sol = _match(ds, config, skymap, executor)

@@ -140,7 +140,7 @@ def prepare(
     import dask.config
 
     cfg = config or MatchConfig()
-    rows = _chunk_rows(chunk_rows if chunk_rows is not None else dask.config.get("bgdask.chunk-rows"))
+    rows = checked_chunk_rows(chunk_rows if chunk_rows is not None else dask.config.get("bgdask.chunk-rows"))
     say = echo or (lambda msg: log.info(msg))
     catalog = source if isinstance(source, Catalog) else find_warps(source)
     sm = catalog.resolve_skymap(skymap, log=say)
@@ -167,7 +167,8 @@ def prepare(
     return Prepared(catalog, sm, cfg, output, rows, fp, store, overwrite, lock, verify)
 
 
-def _chunk_rows(value) -> int:
+def checked_chunk_rows(value) -> int:
+    """``value`` as rows per chunk: an integer from 1 to :data:`MAX_CHUNK_ROWS`, or a ConfigError."""
     try:
         rows = int(value)
         ok = rows == value and 1 <= rows <= MAX_CHUNK_ROWS
