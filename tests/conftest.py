@@ -22,6 +22,7 @@ def _butler_stack_missing() -> str | None:
 collect_ignore = ["butler"] if _butler_stack_missing() else ["test_butler_suite.py"]
 
 
+@pytest.hookimpl(trylast=True)   # after -m and -k have deselected
 def pytest_collection_modifyitems(session, config, items):
     """Start the Butler suite (a separate process, test_butler_suite.py) at
     once when it is selected, and check its result last."""
