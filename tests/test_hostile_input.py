@@ -400,6 +400,7 @@ def test_a_header_that_does_not_fit_the_file(tract, tmp_path, cli):
     one_error_line(*cli("match", tract / "manifest.csv", "-o", tmp_path / "out.zarr"), path.name, "NAXIS")
 
 
+@pytest.mark.slow
 def test_zero_and_negative_variance_warned_and_bad(small_sim, tmp_path):
     """Pixels of variance <= 0 are counted in a warning naming the file, and
     matched as if masked BAD (the same models, bitwise)."""
