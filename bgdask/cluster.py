@@ -500,7 +500,7 @@ def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
     )
     where = g.add_mutually_exclusive_group()
     where.add_argument("--cluster", choices=KINDS, default="local",
-                       help="local worker processes, or SLURM/PBS jobs (default: local)")
+                       help="local worker processes, or SLURM/PBS jobs")
     where.add_argument("--scheduler", metavar="ADDRESS", default=None,
                        help="connect to an existing Dask scheduler, e.g. tcp://host:8786")
     g.add_argument("--workers", type=int, metavar="N", default=None,
@@ -510,7 +510,7 @@ def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--memory-limit", metavar="M", default=None,
                    help="local: memory limit per worker, e.g. 4GB or auto")
     g.add_argument("--jobs", type=int, metavar="N", default=1,
-                   help="slurm/pbs: number of jobs to submit (default 1)")
+                   help="slurm/pbs: number of jobs to submit")
     g.add_argument("--cores", type=int, metavar="N", default=None, help="slurm/pbs: cores per job")
     g.add_argument("--memory", metavar="M", default=None, help="slurm/pbs: memory per job, e.g. 12GB")
     g.add_argument("--processes", type=int, metavar="N", default=None,
