@@ -7,8 +7,9 @@
 * :class:`QuietExpectedErrors` (a worker plugin, every cluster): a task that
   raises one of bgdask's own errors (a bad file, a visit with no overlap)
   is not logged by the worker as "Compute Failed" with a traceback: the
-  error reaches the user as one line from the client. ``bgdask -v`` keeps
-  the logs.
+  error reaches the user as one line from the client; nor, when the client
+  cancels its tasks (Ctrl-C, a failed run), does it log each cancelled task.
+  ``bgdask -v`` keeps the logs.
 """
 
 from __future__ import annotations
@@ -44,6 +45,27 @@ class _DropExpected(logging.Filter):
         return exception_text.split("(", 1)[0].strip() not in self.names
 
 
+class _DropShutdownNoise(logging.Filter):
+    """Drops what workers log when the client cancels its tasks and the
+    cluster shuts down (Ctrl-C, a failed run): each cancelled task, and a
+    fetch from a worker that has just closed (a traceback). Dask recovers
+    from such a fetch by itself when the run goes on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            text = record.getMessage()
+        except Exception:  # noqa: BLE001 - a record that cannot format is kept
+            return True
+        if text.startswith("Async instruction for") and text.endswith("ended with CancelledError"):
+            return False
+        return not text.startswith("failed during get data with")
+
+
+#: logger name -> the filters QuietExpectedErrors adds to it
+_FILTERS = {"distributed.worker": (_DropExpected, _DropShutdownNoise),
+            "distributed.worker.state_machine": (_DropShutdownNoise,)}
+
+
 def _plugin_base():
     from distributed.diagnostics.plugin import WorkerPlugin
 
@@ -56,11 +78,14 @@ class QuietExpectedErrors(_plugin_base()):
     name = "bgdask-quiet-expected-errors"
 
     def setup(self, worker) -> None:  # noqa: ARG002
-        logger = logging.getLogger("distributed.worker")
-        if not any(isinstance(f, _DropExpected) for f in logger.filters):
-            logger.addFilter(_DropExpected())
+        for name, classes in _FILTERS.items():
+            logger = logging.getLogger(name)
+            for cls in classes:
+                if not any(type(f) is cls for f in logger.filters):
+                    logger.addFilter(cls())
 
     def teardown(self, worker) -> None:  # noqa: ARG002
-        logger = logging.getLogger("distributed.worker")
-        for f in [f for f in logger.filters if isinstance(f, _DropExpected)]:
-            logger.removeFilter(f)
+        for name, classes in _FILTERS.items():
+            logger = logging.getLogger(name)
+            for f in [f for f in logger.filters if type(f) in classes]:
+                logger.removeFilter(f)

@@ -477,10 +477,21 @@ class Partial:
     acc: Accumulator
     usable_pixels: tuple[tuple[tuple[int, int], int], ...] = ()
     overlap: Accumulator = EMPTY
+    #: what reading the warps showed: ((visit, patch), mask bits set without
+    #: a name, pixels of zero or negative variance) triples
+    notes: tuple[tuple[tuple[int, int], int, int], ...] = ()
 
     def __add__(self, other: "Partial") -> "Partial":
         return Partial(self.acc + other.acc, self.usable_pixels + other.usable_pixels,
-                       self.overlap + other.overlap)
+                       self.overlap + other.overlap, self.notes + other.notes)
+
+    def noted(self, *notes) -> "Partial":
+        """This partial with ``notes`` added."""
+        return replace(self, notes=self.notes + tuple(notes))
+
+    def read(self) -> "Partial":
+        """What was read on the way: the usable counts and notes, without the sums."""
+        return Partial(EMPTY, self.usable_pixels, notes=self.notes)
 
 
 def _usable(bad: np.ndarray) -> int:
@@ -512,11 +523,12 @@ def usable_partial(key, bad) -> Partial:
     return Partial(EMPTY, ((key, _usable(bad)),))
 
 
-def visit_model(total: Partial, grid_shape, cfg: MatchConfig, visit: int) -> tuple["VisitModel", tuple]:
-    """Step 5 of one visit from its summed differences, and the usable counts read."""
+def visit_model(total: Partial, grid_shape, cfg: MatchConfig, visit: int) -> tuple["VisitModel", Partial]:
+    """Step 5 of one visit from its summed differences, and what was read on
+    the way (:meth:`Partial.read`)."""
     has_data = any(n > 0 for (v, _), n in total.usable_pixels if v == visit)
     return (difference_model(total.acc, grid_shape, cfg, visit, has_data=has_data, overlap=total.overlap),
-            total.usable_pixels)
+            total.read())
 
 
 def warp_coarse(model: "VisitModel", box: Box, cfg: MatchConfig, coarse_shape) -> tuple[np.ndarray, int, int]:

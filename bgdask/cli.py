@@ -3,8 +3,9 @@
 Every subcommand has a description, an example and help for each option
 (``bgdask COMMAND --help``). Errors a user can cause print one line,
 ``bgdask: error: ...``, naming the file, warp or option at fault, and exit
-with status 2; ``-v`` adds the traceback and the workers' logs.
-``bgdask inspect --strict`` exits with :data:`EXIT_FLAGGED` when a visit of
+with status 2; ``-v`` adds the traceback and the workers' logs. The exit
+statuses are defined in :mod:`bgdask.errors` (``EXIT_STATUSES``);
+``bgdask inspect --strict`` exits with ``EXIT_FLAGGED`` when a visit of
 the store is flagged.
 """
 
@@ -21,13 +22,10 @@ from pathlib import Path
 
 from . import __version__
 from ._butler_hook import add_butler_arguments, run_butler_match, wants_butler
-from .errors import BgdaskError
+from .errors import (EXIT_ERROR, EXIT_FLAGGED, EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK, EXIT_STATUSES,
+                     BgdaskError, DamagedStoreError)
 
 log = logging.getLogger("bgdask")
-
-#: Exit status of ``bgdask inspect --strict`` when the store is complete and
-#: some visit is flagged (its match_ratio above max_match_ratio).
-EXIT_FLAGGED = 3
 
 
 def _echo(msg: str = "") -> None:
@@ -153,8 +151,49 @@ def _run_match(args, source, output, cfg, skymap=None, overwrite=None):
     t0 = time.perf_counter()
     prepared = prepare(source, output, cfg, skymap=skymap, resume=getattr(args, "resume", False),
                        overwrite=args.overwrite if overwrite is None else overwrite,
-                       chunk_rows=getattr(args, "chunk_rows", None), echo=_echo)
-    # the inputs are fine: now load what computing needs, and start the cluster
+                       chunk_rows=getattr(args, "chunk_rows", None),
+                       verify=not getattr(args, "no_verify", False), echo=_echo)
+    # the inputs are fine and the output is ours (locked): now load what
+    # computing needs, and start the cluster
+    try:
+        result = _compute(args, options, prepared)
+    finally:
+        prepared.release()  # also when the cluster never started
+    result.timings["total"] = time.perf_counter() - t0
+    report = getattr(args, "performance_report", None)
+    if report:
+        _echo(f"dask performance report: {report}")
+    _echo("times: " + ", ".join(f"{stage} {seconds:.2f} s" for stage, seconds in result.timings.items()))
+    return result
+
+
+@contextlib.contextmanager
+def _ctrl_c_spares_workers(options):
+    """Start a local cluster with SIGINT blocked in this thread: the threads
+    the cluster starts inherit the mask, and so do the worker processes they
+    spawn (now and when a worker is restarted), so a Ctrl-C, which reaches
+    the whole process group, never interrupts a worker half started (its
+    traceback used to precede bgdask's one-line message). This process
+    receives a Ctrl-C pressed meanwhile as soon as the cluster is up, and
+    shuts the cluster down."""
+    import signal
+
+    if options.effective_kind != "local" or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    # multiprocessing unblocks SIGINT in the thread that starts its resource
+    # tracker (once per process): start it first, with SIGINT unblocked
+    from multiprocessing import resource_tracker
+
+    resource_tracker.ensure_running()
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _compute(args, options, prepared):
     from .cluster import connect, dashboard_link
     from .kernels.stats import warm_up
     from .pipeline import run
@@ -164,7 +203,9 @@ def _run_match(args, source, output, cfg, skymap=None, overwrite=None):
     # then load them from numba's cache instead of all compiling at once
     warm = threading.Thread(target=warm_up, args=(_echo,), daemon=True)
     warm.start()
-    with connect(options) as client:
+    with contextlib.ExitStack() as stack:
+        with _ctrl_c_spares_workers(options):
+            client = stack.enter_context(connect(options))
         if not args.verbose:
             from ._worker_preload import QuietExpectedErrors
 
@@ -180,15 +221,8 @@ def _run_match(args, source, output, cfg, skymap=None, overwrite=None):
             ctx = performance_report(filename=str(report))
         with ctx:
             progress = Progress(sys.stderr.isatty() and not args.no_progress)
-            result = run(prepared, client, progress=progress, echo=_echo)
-    result.timings["total"] = time.perf_counter() - t0
-    if report:
-        from .io.store import Store
-
-        Store(result.store).set_attrs(performance_report=str(Path(report).resolve()))
-        _echo(f"dask performance report: {report}")
-    _echo("times: " + ", ".join(f"{stage} {seconds:.2f} s" for stage, seconds in result.timings.items()))
-    return result
+            attrs = {"performance_report": str(Path(report).resolve())} if report else {}
+            return run(prepared, client, progress=progress, echo=_echo, attrs=attrs)
 
 
 def cmd_match(args) -> int:
@@ -201,7 +235,7 @@ def cmd_match(args) -> int:
     _echo(f"matched tract written to {result.store}")
     if result.unusable:
         _echo(f"{len(result.unusable)} warp(s) had no usable pixel and were written unchanged")
-    return 0
+    return EXIT_OK
 
 
 def cmd_simulate(args) -> int:
@@ -218,7 +252,7 @@ def cmd_simulate(args) -> int:
     _echo(f"simulated {len(sim.warps)} warps of {len(sim.visits)} visits in "
           f"{time.perf_counter() - t0:.1f} s: {sim.skymap}")
     _echo(f"wrote {Path(args.outdir) / 'manifest.csv'}, skymap.yaml, truth.json and warps/")
-    return 0
+    return EXIT_OK
 
 
 def cmd_demo(args) -> int:
@@ -244,13 +278,20 @@ def cmd_demo(args) -> int:
           f"{100 * err / rms:.2f}% of the injected offsets' RMS {rms:.3f} nJy")
     _echo(f"matched tract written to {store}")
     _echo(f"report: {write_report(store, outdir / 'report.html')}")
-    return 0
+    return EXIT_OK
 
 
 def cmd_inspect(args) -> int:
     from .io.store import Store
 
-    st = Store.open(args.store)
+    try:
+        return _inspect(args, Store.open(args.store))
+    except DamagedStoreError as exc:  # a store, damaged: inspect's answer is "not whole"
+        print(f"bgdask: error: {exc.cli_message()}", file=sys.stderr)
+        return EXIT_INCOMPLETE
+
+
+def _inspect(args, st) -> int:
     present = st.present
     done = st.done() & present
     complete = st.complete and bool(done.sum() == present.sum())
@@ -269,12 +310,25 @@ def cmd_inspect(args) -> int:
         flagged = _print_flagged(table, cfg)
     else:
         _echo("models: not computed yet")
-    if not complete:
-        _echo(f"complete: NO ({int(present.sum() - done.sum())} warps not done); "
-              "finish it with: bgdask match INPUT -o STORE --resume")
-        return 1
-    _echo("complete: yes")
-    return EXIT_FLAGGED if args.strict and flagged else 0
+    damaged = {}
+    if args.verify:
+        t0 = time.perf_counter()
+        damaged = st.verify()
+        for (v, p), why in sorted(damaged.items()):
+            _echo(f"damaged: warp (visit {v}, patch {p}): {why}")
+        _echo(f"verified: {int(done.sum())} done warps read back in {time.perf_counter() - t0:.1f} s, "
+              f"{len(damaged)} damaged")
+    if damaged:
+        names = ", ".join(f"(visit {v}, patch {p})" for v, p in sorted(damaged))
+        _echo(f"complete: NO ({len(damaged)} damaged warps: {names}); "
+              "repair them with: bgdask match INPUT -o STORE --resume")
+        return EXIT_INCOMPLETE
+    if complete:
+        _echo("complete: yes" + (" (verified)" if args.verify else ""))
+        return EXIT_FLAGGED if args.strict and flagged else EXIT_OK
+    _echo(f"complete: NO ({int(present.sum() - done.sum())} warps not done); "
+          "finish it with: bgdask match INPUT -o STORE --resume")
+    return EXIT_INCOMPLETE
 
 
 def cmd_export(args) -> int:
@@ -290,14 +344,16 @@ def cmd_export(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     tract = st.skymap.tract if st.skymap else None
     n = 0
+    st.check_models()
     for v, p in st.keys():
-        src = st.warp_source(v, p)
-        warp = Warp(*(src.read(plane) for plane in ("image", "mask", "variance")), x0=src.box.x0,
-                    y0=src.box.y0, mask_planes=st.mask_planes, visit=v, patch=p, tract=tract)
+        box = st.boxes[p]
+        planes = st.read_verified(v, p)  # a damaged warp is an error naming it, not NaN in the output
+        warp = Warp(planes["image"], planes["mask"], planes["variance"], x0=box.x0,
+                    y0=box.y0, mask_planes=st.mask_planes, visit=v, patch=p, tract=tract)
         write_warp(out / f"matched_{v}_{p}.fits", warp, overwrite=args.overwrite)
         n += 1
     _echo(f"wrote {n} matched warps to {out}")
-    return 0
+    return EXIT_OK
 
 
 def _beside(store: str, suffix: str) -> Path:
@@ -311,21 +367,21 @@ def cmd_plot(args) -> int:
 
     for p in write_figures(args.store, args.output or _beside(args.store, "_figures"), visits=args.visit):
         _echo(str(p))
-    return 0
+    return EXIT_OK
 
 
 def cmd_report(args) -> int:
     from .report import write_report
 
     _echo(str(write_report(args.store, args.output or _beside(args.store, "_report.html"), visits=args.visit)))
-    return 0
+    return EXIT_OK
 
 
 def cmd_cluster(args) -> int:
     from .cluster import job_script, options_from_args
 
     _echo(job_script(options_from_args(args)))
-    return 0
+    return EXIT_OK
 
 
 # -- parser -------------------------------------------------------------------------
@@ -353,7 +409,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="bgdask", formatter_class=_Formatter,
         description="Match the sky backgrounds of warped exposures to a reference visit, on Dask.",
         epilog="Run `bgdask COMMAND --help` for a command's options and an example. "
-               "Start with `bgdask demo`.",
+               "Start with `bgdask demo`. Exit status: "
+               + "; ".join(f"{code} {meaning}" for code, meaning in EXIT_STATUSES.items()) + ".",
     )
     parser.add_argument("--version", action="version", version=f"bgdask {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true",
@@ -373,7 +430,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="YAML or TOML file of configuration fields (docs/configuration.md)")
     p.add_argument("--skymap", default=None, metavar="FILE",
                    help="skymap YAML: patch_inner, patch_border, num_patches (default: inferred from the boxes)")
-    p.add_argument("--resume", action="store_true", help="finish an interrupted run of the same inputs")
+    p.add_argument("--resume", action="store_true",
+                   help="finish an interrupted run of the same inputs; done warps are first checked against "
+                        "their checksums and damaged ones written again")
+    p.add_argument("--no-verify", action="store_true",
+                   help="with --resume: trust the done warps instead of reading them back")
     p.add_argument("--overwrite", action="store_true", help="replace an existing store at OUT.zarr")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--performance-report", default=None, metavar="FILE",
@@ -417,10 +478,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = _command(sub, "inspect", "print a store's reference visit, table, flagged visits and completeness",
                  "Print what a store holds: geometry, warps present and done, the reference visit, the\n"
                  "per-visit table and the flagged visits (match_ratio above max_match_ratio).\n"
-                 "Exit status: 0 when the store is complete, 1 when it is not, 2 on an error;\n"
-                 f"with --strict, {EXIT_FLAGGED} when it is complete and a visit is flagged.",
-                 "bgdask inspect out.zarr --strict", cmd_inspect)
+                 "Exit status: 0 when the store is complete, 1 when it is not (or is damaged), 2 on an\n"
+                 f"error; with --strict, {EXIT_FLAGGED} when it is complete and a visit is flagged.",
+                 "bgdask inspect out.zarr --verify --strict", cmd_inspect)
     p.add_argument("store", help="a bgdask store (OUT.zarr)")
+    p.add_argument("--verify", action="store_true",
+                   help="read every chunk of every done warp back and check it against the checksum "
+                        "recorded when it was written; name the damaged warps")
     p.add_argument("--strict", action="store_true",
                    help=f"exit with status {EXIT_FLAGGED} when a visit is flagged")
 
@@ -508,6 +572,12 @@ def _quiet_distributed(verbose: bool) -> None:
 
     for name in ("distributed", "dask_jobqueue"):
         logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
+    if not verbose:  # a slow worker shutdown after Ctrl-C or a failed run is not news
+        logging.getLogger("distributed.nanny").addFilter(_drop_slow_shutdown)
+
+
+def _drop_slow_shutdown(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("Worker process still alive after")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -517,7 +587,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse(parser, argv)
     if not getattr(args, "func", None):
         parser.print_help()
-        return 2
+        return EXIT_ERROR
     _configure_logging(args.verbose)
     warnings.simplefilter("default", UserWarning)
     try:
@@ -526,11 +596,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.verbose:
             traceback.print_exc()
         print(f"bgdask: error: {exc.cli_message()}", file=sys.stderr)
-        return 2
+        return EXIT_ERROR
     except KeyboardInterrupt:
         print("\nbgdask: interrupted; workers were shut down. Finish the run with the same "
               "command and --resume.", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

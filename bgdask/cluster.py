@@ -42,6 +42,7 @@ __all__ = [
     "ClusterOptions",
     "KINDS",
     "add_cluster_arguments",
+    "check_scheduler_address",
     "connect",
     "dashboard_link",
     "job_script",
@@ -120,6 +121,31 @@ class ClusterOptions:
 
 
 # --------------------------------------------------------------------------- helpers
+
+#: Protocols by which a scheduler in another process can be reached.
+SCHEDULER_PROTOCOLS = ("tcp", "tls", "ws", "wss", "ucx")
+
+
+def check_scheduler_address(address: str | None) -> str | None:
+    """``address`` (``--scheduler``) if a scheduler could be reached at it
+    (PROTOCOL://HOST:PORT, or HOST:PORT for tcp), else a one-line ClusterError."""
+    if address is None:
+        return None
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    text = str(address).strip()
+    expected = "expected tcp://HOST:PORT (or tls://, ws://, wss://, ucx://)"
+    try:
+        scheme, location = parse_address(text)
+        if scheme not in SCHEDULER_PROTOCOLS:
+            raise ClusterError(f"--scheduler {text!r}: a scheduler cannot be reached by {scheme}:// from this "
+                               f"command; {expected}")
+        host, port = parse_host_port(location)
+    except (ValueError, TypeError) as exc:
+        raise ClusterError(f"--scheduler {text!r} is not a scheduler address ({exc}); {expected}") from None
+    if not host or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise ClusterError(f"--scheduler {text!r}: needs a host and a port from 1 to 65535; {expected}")
+    return text
 
 
 def _is_loopback(host: str | None) -> bool:
@@ -421,6 +447,7 @@ def connect(options: ClusterOptions) -> Iterator["distributed.Client"]:  # noqa:
     from distributed import Client
 
     kind = options.effective_kind
+    check_scheduler_address(options.scheduler)
     cluster = None
     client = None
     try:
@@ -473,7 +500,7 @@ def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
     )
     where = g.add_mutually_exclusive_group()
     where.add_argument("--cluster", choices=KINDS, default="local",
-                       help="local worker processes, or SLURM/PBS jobs (default: local)")
+                       help="local worker processes, or SLURM/PBS jobs")
     where.add_argument("--scheduler", metavar="ADDRESS", default=None,
                        help="connect to an existing Dask scheduler, e.g. tcp://host:8786")
     g.add_argument("--workers", type=int, metavar="N", default=None,
@@ -483,7 +510,7 @@ def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--memory-limit", metavar="M", default=None,
                    help="local: memory limit per worker, e.g. 4GB or auto")
     g.add_argument("--jobs", type=int, metavar="N", default=1,
-                   help="slurm/pbs: number of jobs to submit (default 1)")
+                   help="slurm/pbs: number of jobs to submit")
     g.add_argument("--cores", type=int, metavar="N", default=None, help="slurm/pbs: cores per job")
     g.add_argument("--memory", metavar="M", default=None, help="slurm/pbs: memory per job, e.g. 12GB")
     g.add_argument("--processes", type=int, metavar="N", default=None,
@@ -518,7 +545,7 @@ def options_from_args(args: argparse.Namespace) -> ClusterOptions:
     adapt = get("adapt")
     return ClusterOptions(
         kind=get("cluster") or "local",
-        scheduler=get("scheduler"),
+        scheduler=check_scheduler_address(get("scheduler")),
         workers=get("workers"),
         threads_per_worker=get("threads_per_worker"),
         memory_limit=get("memory_limit"),

@@ -24,7 +24,7 @@ import numpy as np
 from .geometry import Box, SkyMap
 from .io.catalog import Catalog, find_warps, from_warps
 from .io.warp import PLANE_DTYPES, PLANE_FILL, PLANES, WarpSource
-from .masks import remap_mask
+from .masks import remap_mask, unnamed_bits
 
 __all__ = ["open_warps", "BlockRead", "read_block", "ReadLayer", "REQUIRED_VARIABLES"]
 
@@ -49,15 +49,22 @@ class BlockRead:
     def rows(self, box: Box | None = None) -> np.ndarray:
         """The block's rows without padding (``box``: the warp's box; only
         its rows and columns are returned)."""
+        return self.rows_and_unnamed()[0]
+
+    def rows_and_unnamed(self) -> tuple[np.ndarray, int]:
+        """The block's rows, and (a mask block remapped to ``target``) the
+        bits its file set there without naming them (0 otherwise)."""
         src = self.source
         h, w = src.box.height, src.box.width
         stop = min(self.stop, h)
         if self.start >= stop:
-            return np.empty((0, w), dtype=PLANE_DTYPES[self.plane])
+            return np.empty((0, w), dtype=PLANE_DTYPES[self.plane]), 0
         data = src.read(self.plane, slice(self.start, stop))
+        unnamed = 0
         if self.plane == "mask" and self.target is not None:
+            unnamed = unnamed_bits(data, src.mask_planes)
             data = remap_mask(data, src.mask_planes, self.target)
-        return np.asarray(data, dtype=PLANE_DTYPES[self.plane])
+        return np.asarray(data, dtype=PLANE_DTYPES[self.plane]), unnamed
 
     def padded(self) -> np.ndarray:
         """The chunk: shape (1, 1, stop - start, width), filled beyond the warp."""

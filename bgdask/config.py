@@ -9,8 +9,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
-
+from ._safeio import load_yaml, read_text
 from .errors import ConfigError
 from .kernels import DEFAULT_SMOOTHNESS, EXTRAPOLATIONS, MAX_PARTNERS, PLACEMENTS, SOLVERS, STATISTICS, STYLES
 
@@ -27,6 +26,20 @@ METHODS = ("reference", "global")
 PLACEMENT_CHOICES = ("auto", *PLACEMENTS)
 #: The placement ``auto`` means, per method.
 DEFAULT_PLACEMENT = {"reference": "centre", "global": "centroid"}
+
+#: The ranges of the numeric fields, checked on construction (documented in
+#: docs/configuration.md through the fields' docs): every number must be
+#: finite and inside its range before any kernel runs.
+MAX_BIN = 1 << 20            # x_bin, y_bin, binning: 1 to 1,048,576 pixels
+MAX_NUM_ITER = 100           # num_iter: 0 to 100 clipping iterations
+MAX_SIGMA_CLIP = 100.0       # num_sigma_clip: (0, 100]
+MAX_SMOOTH_SCALE = 100.0     # smooth_scale: (0, 100] superpixels
+MAX_MAX_PARTNERS = 10_000    # max_partners: 1 to 10,000 partner visits
+#: bad_mask_planes: at most this many names, each of 1 to MAX_PLANE_NAME
+#: characters A-Z, 0-9, '_', '-' (the characters an MP_ card can carry).
+MAX_BAD_PLANES = 64
+MAX_PLANE_NAME = 64
+_INT64 = (-(1 << 63), (1 << 63) - 1)
 
 
 def _doc(text: str, **kw) -> Any:
@@ -45,18 +58,19 @@ class MatchConfig:
     """
 
     ref_visit: int | None = _doc("reference visit; chosen by the cost function when None", default=None)
-    x_bin: int = _doc("superpixel width in tract pixels", default=128)
-    y_bin: int = _doc("superpixel height in tract pixels", default=128)
+    x_bin: int = _doc("superpixel width in tract pixels, 1 to 1048576", default=128)
+    y_bin: int = _doc("superpixel height in tract pixels, 1 to 1048576", default=128)
     min_frac: float = _doc(
         "a superpixel is good only with N >= min_frac * x_bin * y_bin counted pixels", default=0.1
     )
     bad_mask_planes: tuple[str, ...] = _doc(
-        "pixels with any of these mask planes are ignored",
+        "pixels with any of these mask planes are ignored; each a plane some input declares "
+        "(up to 64 names of A-Z, 0-9, _ and -)",
         default=("BAD", "SAT", "EDGE", "NO_DATA"),
     )
     grid_statistic: str = _doc("superpixel statistic: MEAN, MEDIAN or MEANCLIP", default="MEANCLIP")
-    num_sigma_clip: float = _doc("clipping half-width in standard deviations (MEANCLIP)", default=3.0)
-    num_iter: int = _doc("clipping iterations (MEANCLIP)", default=3)
+    num_sigma_clip: float = _doc("clipping half-width in standard deviations (MEANCLIP), in (0, 100]", default=3.0)
+    num_iter: int = _doc("clipping iterations (MEANCLIP), 0 to 100", default=3)
     interpolation: str = _doc(
         "interpolation style: NONE, CONSTANT, LINEAR, NATURAL_SPLINE, AKIMA_SPLINE",
         default="AKIMA_SPLINE",
@@ -66,8 +80,8 @@ class MatchConfig:
         default="REDUCE_INTERP_ORDER",
     )
     do_smooth: bool = _doc("smooth the binned model with a Gaussian", default=False)
-    smooth_scale: float = _doc("Gaussian sigma of the smoothing, in superpixels", default=2.0)
-    binning: int = _doc("pixel spacing of the coarse per-warp offset grid", default=64)
+    smooth_scale: float = _doc("Gaussian sigma of the smoothing, in superpixels, in (0, 100]", default=2.0)
+    binning: int = _doc("pixel spacing of the coarse per-warp offset grid, 1 to 1048576", default=64)
     best_ref_weight_chi2: float = _doc("reference cost weight of the plane-fit chi2", default=0.3)
     best_ref_weight_variance: float = _doc("reference cost weight of the variance", default=0.3)
     best_ref_weight_global_coverage: float = _doc("reference cost weight of the coverage", default=0.4)
@@ -117,13 +131,16 @@ class MatchConfig:
         s = object.__setattr__
         if self.ref_visit is not None:
             s(self, "ref_visit", _as_int("ref_visit", self.ref_visit))
+            if not _INT64[0] <= self.ref_visit <= _INT64[1]:
+                raise ConfigError(f"config field 'ref_visit' must be a 64-bit integer, got {self.ref_visit}")
         for name in ("x_bin", "y_bin", "binning", "num_iter"):
             s(self, name, _as_int(name, getattr(self, name)))
         for name in ("x_bin", "y_bin", "binning"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"config field {name!r} must be a positive integer, got {getattr(self, name)}")
-        if self.num_iter < 0:
-            raise ConfigError(f"config field 'num_iter' must be >= 0, got {self.num_iter}")
+            if not 1 <= getattr(self, name) <= MAX_BIN:
+                raise ConfigError(f"config field {name!r} must be a positive integer up to {MAX_BIN}, "
+                                  f"got {getattr(self, name)}")
+        if not 0 <= self.num_iter <= MAX_NUM_ITER:
+            raise ConfigError(f"config field 'num_iter' must be 0 to {MAX_NUM_ITER}, got {self.num_iter}")
         for name in (
             "min_frac", "num_sigma_clip", "smooth_scale", "window_scale",
             "best_ref_weight_chi2", "best_ref_weight_variance", "best_ref_weight_global_coverage",
@@ -134,10 +151,12 @@ class MatchConfig:
             raise ConfigError(f"config field 'max_match_ratio' must be > 0, got {self.max_match_ratio}")
         if not 0.0 <= self.min_frac <= 1.0:
             raise ConfigError(f"config field 'min_frac' must be in [0, 1], got {self.min_frac}")
-        if self.num_sigma_clip <= 0:
-            raise ConfigError(f"config field 'num_sigma_clip' must be > 0, got {self.num_sigma_clip}")
-        if self.smooth_scale <= 0:
-            raise ConfigError(f"config field 'smooth_scale' must be > 0, got {self.smooth_scale}")
+        if not 0 < self.num_sigma_clip <= MAX_SIGMA_CLIP:
+            raise ConfigError(f"config field 'num_sigma_clip' must be in (0, {MAX_SIGMA_CLIP:g}], "
+                              f"got {self.num_sigma_clip}")
+        if not 0 < self.smooth_scale <= MAX_SMOOTH_SCALE:
+            raise ConfigError(f"config field 'smooth_scale' must be in (0, {MAX_SMOOTH_SCALE:g}], "
+                              f"got {self.smooth_scale}")
         if not 0.0 < self.window_scale <= 4.0:
             raise ConfigError(f"config field 'window_scale' must be in (0, 4], got {self.window_scale}")
         for name in ("best_ref_weight_chi2", "best_ref_weight_variance", "best_ref_weight_global_coverage"):
@@ -156,18 +175,11 @@ class MatchConfig:
         if self.global_smoothness < 0:
             raise ConfigError(f"config field 'global_smoothness' must be >= 0, got {self.global_smoothness}")
         s(self, "max_partners", _as_int("max_partners", self.max_partners))
-        if self.max_partners < 1:
-            raise ConfigError(f"config field 'max_partners' must be >= 1, got {self.max_partners}")
+        if not 1 <= self.max_partners <= MAX_MAX_PARTNERS:
+            raise ConfigError(f"config field 'max_partners' must be 1 to {MAX_MAX_PARTNERS}, got {self.max_partners}")
         if not isinstance(self.do_smooth, bool):
-            raise ConfigError(f"config field 'do_smooth' must be true or false, got {self.do_smooth!r}")
-        planes = self.bad_mask_planes
-        if isinstance(planes, str):
-            planes = [planes]
-        try:
-            planes = tuple(str(p).upper() for p in planes)
-        except TypeError:
-            raise ConfigError(f"config field 'bad_mask_planes' must be a list of names, got {planes!r}") from None
-        s(self, "bad_mask_planes", planes)
+            raise ConfigError(f"config field 'do_smooth' must be true or false, got {_short(repr(self.do_smooth))}")
+        s(self, "bad_mask_planes", _plane_names(self.bad_mask_planes))
 
     # -- construction ------------------------------------------------------
     @classmethod
@@ -186,18 +198,21 @@ class MatchConfig:
     def from_file(cls, path: str | Path) -> "MatchConfig":
         """Load a YAML (.yaml/.yml) or TOML (.toml) file. A top-level ``bgdask``
         or ``match`` table, if present, holds the fields."""
+        import yaml
+
         path = Path(path)
-        try:
-            text = path.read_text()
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: config file not found") from None
+        if not path.exists():
+            raise ConfigError(f"{path}: config file not found")
+        # a regular file of at most 1 MiB; YAML without aliases (an alias
+        # bomb of a few hundred bytes expands to gigabytes)
+        text = read_text(path, "configuration file", error=ConfigError, limit=1 << 20)
         try:
             if path.suffix.lower() == ".toml":
                 d = tomllib.loads(text)
             else:
-                d = yaml.safe_load(text)
+                d = load_yaml(text)
         except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
-            raise ConfigError(f"{path}: cannot parse config ({exc})") from None
+            raise ConfigError(f"{path}: cannot parse config ({' '.join(str(exc).split())})") from None
         if d is None:
             d = {}
         if not isinstance(d, dict):
@@ -224,6 +239,15 @@ class MatchConfig:
         """The least N of a good superpixel: min_frac * x_bin * y_bin."""
         return self.min_frac * self.x_bin * self.y_bin
 
+    def check_mask_planes(self, declared, source: str = "the inputs") -> None:
+        """Raise a ConfigError unless every ``bad_mask_planes`` name is a plane
+        that ``declared`` (the inputs' mask planes) holds."""
+        unknown = [n for n in self.bad_mask_planes if n not in declared]
+        if unknown:
+            raise ConfigError(f"config field 'bad_mask_planes': {', '.join(unknown)} "
+                              f"{'is' if len(unknown) == 1 else 'are'} not a mask plane of {source}; "
+                              f"known planes: {', '.join(declared)}")
+
     @property
     def value_placement(self) -> str:
         """Where this run places the superpixel values: ``placement``, with
@@ -236,15 +260,48 @@ class MatchConfig:
         return [(f.name, f.default, f.metadata.get("doc", "")) for f in fields(cls)]
 
 
+_PLANE_NAME = __import__("re").compile(r"[A-Z0-9_-]+")
+
+
+def _plane_names(planes) -> tuple[str, ...]:
+    """bad_mask_planes as a tuple of upper-case names, each short and made of
+    the characters an ``MP_`` card can carry (what inputs declare is checked
+    later, against the catalog: :func:`MatchConfig.check_mask_planes`)."""
+    field_ = "config field 'bad_mask_planes'"
+    if isinstance(planes, str):
+        planes = [planes]
+    if not isinstance(planes, (list, tuple)):
+        raise ConfigError(f"{field_} must be a list of mask plane names, got a {type(planes).__name__}")
+    if len(planes) > MAX_BAD_PLANES:
+        raise ConfigError(f"{field_} lists {len(planes)} names; at most {MAX_BAD_PLANES}")
+    out = []
+    for p in planes:
+        if not isinstance(p, str):
+            raise ConfigError(f"{field_} must list names (strings), not a {type(p).__name__}: "
+                              f"{_short(repr(p))}")
+        name = p.strip().upper()
+        if not (0 < len(name) <= MAX_PLANE_NAME and _PLANE_NAME.fullmatch(name)):
+            raise ConfigError(f"{field_}: {_short(repr(p))} is not a mask plane name "
+                              f"(1 to {MAX_PLANE_NAME} characters A-Z, 0-9, '_', '-')")
+        out.append(name)
+    return tuple(out)
+
+
+def _short(text: str, n: int = 60) -> str:
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
 def _as_int(name, v):
     if isinstance(v, bool) or not isinstance(v, (int, float, str)):
-        raise ConfigError(f"config field {name!r} must be an integer, got {v!r}")
+        raise ConfigError(f"config field {name!r} must be an integer, got {_short(repr(v))}")
+    if isinstance(v, int):
+        return int(v)
     try:
         f = float(v)
     except ValueError:
-        raise ConfigError(f"config field {name!r} must be an integer, got {v!r}") from None
+        raise ConfigError(f"config field {name!r} must be an integer, got {_short(repr(v))}") from None
     if not f.is_integer():
-        raise ConfigError(f"config field {name!r} must be an integer, got {v!r}")
+        raise ConfigError(f"config field {name!r} must be an integer, got {_short(repr(v))}")
     return int(f)
 
 
@@ -253,8 +310,8 @@ def _as_float(name, v):
         raise ConfigError(f"config field {name!r} must be a number, got {v!r}")
     try:
         f = float(v)
-    except (TypeError, ValueError):
-        raise ConfigError(f"config field {name!r} must be a number, got {v!r}") from None
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(f"config field {name!r} must be a number, got {_short(repr(v))}") from None
     if f != f or f in (float("inf"), float("-inf")):
         raise ConfigError(f"config field {name!r} must be finite, got {v!r}")
     return f
@@ -262,8 +319,8 @@ def _as_float(name, v):
 
 def _choice(name, v, choices, upper=False):
     if not isinstance(v, str):
-        raise ConfigError(f"config field {name!r} must be one of {list(choices)}, got {v!r}")
+        raise ConfigError(f"config field {name!r} must be one of {list(choices)}, got {_short(repr(v))}")
     vv = v.upper() if upper else v.lower()
     if vv not in choices:
-        raise ConfigError(f"config field {name!r} must be one of {list(choices)}, got {v!r}")
+        raise ConfigError(f"config field {name!r} must be one of {list(choices)}, got {_short(repr(v))}")
     return vv

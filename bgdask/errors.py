@@ -1,10 +1,35 @@
-"""Errors that bgdask reports to its users.
+"""Errors that bgdask reports to its users, and the command's exit statuses.
 
 Every error a user can cause (a bad file, a bad configuration, a tract that
 cannot be matched) is a :class:`BgdaskError`. The command line prints its
 message, one line naming the file, warp or field at fault, and exits with
 status 2; anything else is a bug and keeps its traceback.
+
+The exit statuses of ``bgdask`` (documented in the README, "Failures and
+resuming"), in one place:
 """
+
+#: The command did what was asked.
+EXIT_OK = 0
+#: ``bgdask inspect``: the store is incomplete, or (``--verify``) damaged.
+EXIT_INCOMPLETE = 1
+#: Bad input, bad usage, or a run that failed with a :class:`BgdaskError`
+#: (argparse's own usage errors exit 2 as well).
+EXIT_ERROR = 2
+#: Interrupted (SIGINT, Ctrl-C): 128 + SIGINT, the shell's convention.
+EXIT_INTERRUPTED = 130
+#: ``bgdask inspect --strict``: the store is complete and a visit is flagged
+#: (its match_ratio above max_match_ratio).
+EXIT_FLAGGED = 3
+
+#: Each status and what it means, for ``--help`` and the README.
+EXIT_STATUSES = {
+    EXIT_OK: "success",
+    EXIT_INCOMPLETE: "inspect: the store is incomplete or damaged",
+    EXIT_ERROR: "bad input, bad usage, or a failed run (one line `bgdask: error: ...`)",
+    EXIT_FLAGGED: "inspect --strict: the store is complete and a visit is flagged",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C, SIGINT); finish the run with --resume",
+}
 
 
 class BgdaskError(Exception):
@@ -54,8 +79,29 @@ class StoreError(BgdaskError):
     """The output store is missing, incomplete, or belongs to another run."""
 
 
+class StoreLockedError(StoreError):
+    """Another run holds the output store's lock."""
+
+
+class DamagedStoreError(StoreError):
+    """A store's metadata or data do not read back as written."""
+
+
 class UnusableWarpWarning(UserWarning):
     """A warp has no usable pixel (all NaN or all under bad mask planes)."""
+
+
+class UnnamedMaskBitsWarning(UserWarning):
+    """A warp's mask has bits set that no ``MP_`` card names; they are kept
+    as planes named ``UNNAMED_<bit>``."""
+
+
+class VarianceWarning(UserWarning):
+    """A warp has pixels of zero or negative variance; they are treated as bad."""
+
+
+class StaleLockWarning(UserWarning):
+    """A run's lock was left by a process that is gone; it was taken over."""
 
 
 class NothingMatchedWarning(UserWarning):

@@ -68,6 +68,12 @@ class Box:
         return f"[{self.x0}:{self.x1}, {self.y0}:{self.y1}] ({self.width} x {self.height})"
 
 
+#: Bounds of a skymap's numbers (far beyond any real tract; they keep a
+#: typo from asking for arrays of petabytes).
+MAX_PATCH_PIXELS = 1 << 24
+MAX_PATCHES = 1 << 14
+
+
 @dataclass(frozen=True)
 class SkyMap:
     """One tract: ``num_patches`` patches of ``patch_inner`` pixels, outer
@@ -88,6 +94,10 @@ class SkyMap:
             raise GeometryError(f"skymap: num_patches must be positive, got {[nx, ny]}")
         if b < 0:
             raise GeometryError(f"skymap: patch_border must be >= 0, got {b}")
+        if max(px, py, b) > MAX_PATCH_PIXELS or max(nx, ny) > MAX_PATCHES:
+            raise GeometryError(f"skymap: patch_inner and patch_border must be at most {MAX_PATCH_PIXELS} "
+                                f"pixels and num_patches at most {MAX_PATCHES}, got patch_inner {[px, py]}, "
+                                f"patch_border {b}, num_patches {[nx, ny]}")
         object.__setattr__(self, "patch_inner", (px, py))
         object.__setattr__(self, "num_patches", (nx, ny))
         object.__setattr__(self, "patch_border", b)
@@ -190,18 +200,23 @@ class SkyMap:
                 num_patches=(int(nump[0]), int(nump[1])),
                 tract=d.get("tract"),
             )
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise GeometryError(f"{source}: {exc}") from None
+        except GeometryError as exc:
             raise GeometryError(f"{source}: {exc}") from None
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "SkyMap":
+        from ._safeio import load_yaml, read_text
+
         path = Path(path)
+        if not path.exists():
+            raise InputError(f"{path}: skymap file not found")
+        text = read_text(path, "skymap file", error=GeometryError, limit=1 << 20)
         try:
-            d = yaml.safe_load(path.read_text())
-        except FileNotFoundError:
-            raise InputError(f"{path}: skymap file not found") from None
+            d = load_yaml(text)
         except yaml.YAMLError as exc:
-            raise GeometryError(f"{path}: not valid YAML ({exc})") from None
+            raise GeometryError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
         if not isinstance(d, dict):
             raise GeometryError(f"{path}: a skymap file holds a mapping")
         return cls.from_dict(d, source=str(path))

@@ -37,7 +37,8 @@ import numpy as np
 from . import background as bg
 from .config import MatchConfig
 from .errors import ModelError
-from .stages import Solution, Tract, _common, _Graph, _image_and_bad, _whole, cfg_token
+from .stages import (READ_PLANES, Solution, Tract, _common, _Graph, _image_and_bad, _planes_and_bad, cfg_token,
+                     read_notes)
 
 __all__ = ["Coverage", "PairSums", "check_config", "graph_coverage", "choose_pairs", "graph_pairs", "solve", "models_of",
            "solve_info_attrs", "SkippedVisitWarning"]
@@ -94,22 +95,24 @@ class Coverage:
         return N, F
 
 
-def _leaf_cover(key, image_blocks, mask_blocks, box, y_starts, bad_bits, grid, cfg, criteria: bool) -> Coverage:
+def _leaf_cover(key, image_blocks, mask_blocks, var_blocks, box, y_starts, bad_bits, grid, cfg,
+                criteria: bool) -> Coverage:
     from .kernels.centroid import window_sums
 
-    image, bad = _image_and_bad(image_blocks, mask_blocks, box, y_starts, bad_bits)
+    image, bad, note = _image_and_bad(key, image_blocks, mask_blocks, var_blocks, box, y_starts, bad_bits)
     ws = window_sums(image, bad, box.x0, box.y0, grid, cfg.x_bin, cfg.y_bin, window_scale=cfg.window_scale)
     part = bg.warp_partial(key, image, bad, box, grid, cfg) if criteria else bg.usable_partial(key, bad)
-    return Coverage(part, ws.N, ws.F, ws.iy0, ws.ix0)
+    return Coverage(part.noted(note), ws.N, ws.F, ws.iy0, ws.ix0)
 
 
 def _visit_cover(total: Coverage, grid, cfg: MatchConfig, visit: int, criteria: bool):
-    """Per visit: (reference criteria or None, counted N grid, finite F grid, usable counts)."""
+    """Per visit: (reference criteria or None, counted N grid, finite F grid,
+    what was read: a :class:`~bgdask.background.Partial` of usable counts and notes)."""
     from .reference import visit_criteria
 
     crit = visit_criteria(total.part, grid, cfg, visit) if criteria else None
     N, F = total.dense(grid)
-    return crit, N, F, total.part.usable_pixels
+    return crit, N, F, total.part.read()
 
 
 def _tree(g: _Graph, kind: str, index, leaves: list):
@@ -141,7 +144,7 @@ def graph_coverage(tract: Tract, cfg: MatchConfig, criteria: bool):
         leaves = []
         for key in tract.keys_of[v]:
             vi, pi = tract.index(key)
-            leaves.append(g.task(g.key("warp", vi, pi), _leaf_cover, key, *g.planes(vi, pi, "image", "mask"),
+            leaves.append(g.task(g.key("warp", vi, pi), _leaf_cover, key, *g.planes(vi, pi, *READ_PLANES),
                                  tract.boxes[key[1]], ys, bits, grid, cfg, criteria))
         if not leaves:
             continue
@@ -182,9 +185,9 @@ class PairSums:
 
 
 def _leaf_pair(u, u_image, u_mask, u_var, v, v_image, v_mask, v_var, box, y_starts, bad_bits, grid, cfg):
-    iu, bu = _image_and_bad(u_image, u_mask, box, y_starts, bad_bits)
-    iv, bv = _image_and_bad(v_image, v_mask, box, y_starts, bad_bits)
-    var = _whole(u_var, box, y_starts).astype(np.float64) + _whole(v_var, box, y_starts)
+    iu, var_u, bu, _ = _planes_and_bad(u, u_image, u_mask, u_var, box, y_starts, bad_bits)
+    iv, var_v, bv, _ = _planes_and_bad(v, v_image, v_mask, v_var, box, y_starts, bad_bits)
+    var = var_u.astype(np.float64) + var_v
     return PairSums(u, v, bg.difference_sums(iu, bu, iv, bv, box, grid, cfg, plane=var))
 
 
@@ -213,8 +216,8 @@ def graph_pairs(tract: Tract, cfg: MatchConfig, ref: int, pairs: list[tuple[int,
             ui, pi = tract.index((u, p))
             vi, _ = tract.index((v, p))
             leaves.append(g.task(g.key("diff", k, pi), _leaf_pair,
-                                 u, *g.planes(ui, pi, "image", "mask", "variance"),
-                                 v, *g.planes(vi, pi, "image", "mask", "variance"),
+                                 u, *g.planes(ui, pi, *READ_PLANES),
+                                 v, *g.planes(vi, pi, *READ_PLANES),
                                  tract.boxes[p], ys, bits, grid, cfg))
         roots.append(_tree(g, "sum", (k,), leaves))
     key = g.task(g.key("solve"), _solve, g.seq([g.ref(r) for r in roots]), dict(support), ref, cfg)
@@ -229,11 +232,11 @@ def check_config(cfg: MatchConfig) -> None:
         check_solver(cfg.solver)
 
 
-def solve(tract: Tract, cfg: MatchConfig, executor, timings: dict[str, float]) -> tuple[Solution, dict]:
+def solve(tract: Tract, cfg: MatchConfig, executor, timings: dict[str, float]) -> tuple[Solution, dict, dict]:
     """The global method's stages A and B: the reference (given or chosen as
     the reference method chooses it), every visit's model, every warp's usable
-    count, the pair table and the solve's figures; and the reference-choice
-    criteria per visit."""
+    count, the pair table and the solve's figures; the reference-choice
+    criteria per visit; every warp's notes (:func:`bgdask.stages.read_notes`)."""
     from .matching import check_reference
     from .reference import choose_reference
     from .table import pair_table
@@ -246,12 +249,12 @@ def solve(tract: Tract, cfg: MatchConfig, executor, timings: dict[str, float]) -
     t0 = time.perf_counter()
     graph, keys, order = graph_coverage(tract, cfg, criteria_wanted)
     results = executor.compute(graph, keys, "stage A: coverage")
-    counted, finite, pixels, crits = {}, {}, {}, {}
-    for v, (crit, N, F, usable) in zip(order, results):
-        pixels.update(usable)
+    counted, finite, crits = {}, {}, {}
+    pixels, notes = read_notes([read for _, _, _, read in results])
+    for v, (crit, N, F, read) in zip(order, results):
         if crit is not None:
             crits[v] = crit
-        if any(n > 0 for _, n in usable):
+        if any(n > 0 for _, n in read.usable_pixels):
             counted[v], finite[v] = N, F
     if criteria_wanted:
         ref, criteria = choose_reference(crits, cfg)
@@ -276,7 +279,7 @@ def solve(tract: Tract, cfg: MatchConfig, executor, timings: dict[str, float]) -
                       stacklevel=3)
     sol = Solution(ref, models, pixels, pairs=pair_table(gsol.pair_table),
                    solve_info=solve_info_attrs(gsol, len(pairs)))
-    return sol, criteria
+    return sol, criteria, notes
 
 
 def models_of(gsol, visits, grid) -> dict[int, bg.VisitModel]:

@@ -3,6 +3,13 @@
 Bit numbers differ between afw files; names do not. bgdask maps every file's
 mask into one layout: Rubin's usual planes first in Rubin's order, then any
 other names in alphabetical order.
+
+A bit that a file sets but names with no ``MP_`` card is not dropped: it
+becomes the plane ``UNNAMED_<bit>`` (its bit number in that file), added
+after the named planes once the pixels have shown it (:func:`with_unnamed`;
+the match finds such bits while it reads every mask in stage B and warns
+naming the file). :func:`remap_mask` moves a file's unnamed bit ``b`` to the
+target's ``UNNAMED_<b>`` plane when the target has one.
 """
 
 from __future__ import annotations
@@ -13,7 +20,13 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["RUBIN_PLANES", "canonical_planes", "plane_bits", "remap_mask", "bad_bits_of"]
+__all__ = ["RUBIN_PLANES", "MAX_PLANES", "canonical_planes", "plane_bits", "remap_mask", "unnamed_bits",
+           "unnamed_name", "with_unnamed", "bad_bits_of"]
+
+#: The most planes one layout holds (bits 0-30 of an int32 mask).
+MAX_PLANES = 31
+#: How a bit with no name is called: UNNAMED_<its bit in the file>.
+UNNAMED = "UNNAMED_"
 
 RUBIN_PLANES = (
     "BAD", "SAT", "INTRP", "CR", "EDGE", "DETECTED", "DETECTED_NEGATIVE",
@@ -29,9 +42,42 @@ def canonical_planes(layouts: Iterable[Mapping[str, int]]) -> dict[str, int]:
         names.update(layout)
     names.update(("BAD", "SAT", "EDGE", "NO_DATA"))
     ordered = [n for n in RUBIN_PLANES if n in names] + sorted(names - set(RUBIN_PLANES))
-    if len(ordered) > 31:
-        raise InputError(f"more than 31 distinct mask planes across the warps: {ordered}")
+    if len(ordered) > MAX_PLANES:
+        raise InputError(f"more than {MAX_PLANES} distinct mask planes across the warps: {ordered}")
     return {name: bit for bit, name in enumerate(ordered)}
+
+
+def unnamed_name(bit: int) -> str:
+    return f"{UNNAMED}{int(bit)}"
+
+
+def unnamed_bits(mask: np.ndarray, layout: Mapping[str, int]) -> int:
+    """The bits set somewhere in ``mask`` that ``layout`` does not name (an int)."""
+    mask = np.asarray(mask)
+    if not mask.size:
+        return 0
+    named = 0
+    for bit in layout.values():
+        named |= 1 << int(bit)
+    flat = np.ascontiguousarray(mask).ravel()
+    if flat.dtype.kind == "i":  # the bits, without sign extension
+        flat = flat.view(flat.dtype.str.replace("i", "u"))
+    seen = int(np.bitwise_or.reduce(flat)) & 0xFFFFFFFF
+    return seen & ~named & 0xFFFFFFFF
+
+
+def with_unnamed(target: Mapping[str, int], bits: Iterable[int], where: str = "the warps") -> dict[str, int]:
+    """``target`` with a plane ``UNNAMED_<b>`` for each of ``bits`` it lacks,
+    on the next free bits (the named planes keep theirs)."""
+    out = dict(target)
+    for bit in sorted(set(int(b) for b in bits)):
+        name = unnamed_name(bit)
+        if name not in out:
+            out[name] = max(out.values(), default=-1) + 1
+    if len(out) > MAX_PLANES:
+        raise InputError(f"{where}: {len(out)} mask planes with the unnamed bits kept as UNNAMED_<bit> "
+                         f"planes; at most {MAX_PLANES} fit: {sorted(out, key=out.get)}")
+    return out
 
 
 def plane_bits(layout: Mapping[str, int], names: Iterable[str]) -> int:
@@ -52,6 +98,10 @@ def remap_mask(mask: np.ndarray, layout: Mapping[str, int], target: Mapping[str,
     """
     mask = np.asarray(mask).astype(np.int32, copy=False)
     moves = [(int(bit), int(target[name])) for name, bit in layout.items() if name in target]
+    if any(name.startswith(UNNAMED) for name in target):
+        named = {int(b) for b in layout.values()}
+        moves += [(b, int(target[unnamed_name(b)])) for b in range(32)
+                  if b not in named and unnamed_name(b) in target]
     if all(src == dst for src, dst in moves):
         keep = sum(1 << src for src, _ in moves)
         return mask & np.uint32(keep).view(np.int32)

@@ -20,17 +20,19 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 import numpy as np
 
 from .background import VisitModel
 from .config import MatchConfig
-from .errors import ConfigError, NothingMatchedWarning, UnusableWarpWarning
+from .errors import (ConfigError, InputError, NothingMatchedWarning, UnnamedMaskBitsWarning, UnusableWarpWarning,
+                     VarianceWarning)
 from .executors import Executor, Progress
 from .geometry import SkyMap
 from .io.warp import Warp
+from .masks import unnamed_name, with_unnamed
 from .stages import Solution, Tract, coarse_geometry, matched_arrays, quality_graph, stage_a, stage_b, tract_of
 from .table import SEAM_PLANES, visit_table, with_quality
 
@@ -113,32 +115,71 @@ class MatchResult:
 def solve(tract: Tract, cfg: MatchConfig, executor: Executor,
           timings: dict[str, float] | None = None) -> tuple[Solution, dict]:
     """Stages A and B: the reference (given or chosen), every visit's model,
-    every warp's usable count; and the reference-choice criteria per visit."""
+    every warp's usable count, the matched mask layout; and the
+    reference-choice criteria per visit. Warns of what reading the warps
+    showed (mask bits without a name, pixels of zero or negative variance)."""
     timings = {} if timings is None else timings
     if cfg.method == "global":
         from . import global_stage
 
-        sol, criteria = global_stage.solve(tract, cfg, executor, timings)
+        sol, criteria, notes = global_stage.solve(tract, cfg, executor, timings)
         log.info("global method: reference visit %s, %d pairs, %d unknowns (stage A %.2f s, stage B %.2f s)",
                  sol.reference, len(sol.pairs), sol.solve_info["n_unknowns"], timings["stage A"],
                  timings["stage B"])
-        warn_if_nothing_matched(sol)
-        return sol, criteria
-    t0 = time.perf_counter()
-    if cfg.ref_visit is None:
-        ref, criteria = stage_a(tract, cfg, executor)
-        timings["stage A"] = time.perf_counter() - t0
-        log.info("stage A: reference visit %s (%.2f s)", ref, timings["stage A"])
     else:
-        ref, criteria = cfg.ref_visit, {}
-        check_reference(cfg, tract.visits)
-    t0 = time.perf_counter()
-    models, pixels = stage_b(tract, cfg, ref, executor)
-    timings["stage B"] = time.perf_counter() - t0
-    log.info("stage B: %d difference models (%.2f s)", len(models) - 1, timings["stage B"])
-    sol = Solution(ref, models, pixels)
+        t0 = time.perf_counter()
+        if cfg.ref_visit is None:
+            ref, criteria = stage_a(tract, cfg, executor)
+            timings["stage A"] = time.perf_counter() - t0
+            log.info("stage A: reference visit %s (%.2f s)", ref, timings["stage A"])
+        else:
+            ref, criteria = cfg.ref_visit, {}
+            check_reference(cfg, tract.visits)
+        t0 = time.perf_counter()
+        models, pixels, notes = stage_b(tract, cfg, ref, executor)
+        timings["stage B"] = time.perf_counter() - t0
+        log.info("stage B: %d difference models (%.2f s)", len(models) - 1, timings["stage B"])
+        sol = Solution(ref, models, pixels)
+    sol = replace(sol, mask_planes=mask_layout(tract, notes))
+    warn_variance(tract, notes)
     warn_if_nothing_matched(sol)
     return sol, criteria
+
+
+def mask_layout(tract: Tract, notes) -> dict[str, int]:
+    """The matched warps' mask layout: the collection's, plus a plane
+    UNNAMED_<bit> for each bit a file set without naming it (a warning
+    names each file), or an InputError with dask config
+    ``bgdask.unnamed-mask-bits: error``."""
+    import dask.config
+
+    describe = describe_warp(tract)
+    found = {key: [b for b in range(32) if bits >> b & 1] for key, (bits, _) in sorted(notes.items()) if bits}
+    if not found:
+        return dict(tract.mask_planes)
+    policy = str(dask.config.get("bgdask.unnamed-mask-bits", "keep")).lower()
+    if policy not in ("keep", "error"):
+        raise ConfigError(f"dask config bgdask.unnamed-mask-bits must be keep or error, got {policy!r}")
+    if policy == "error":
+        key, bits = next(iter(found.items()))
+        raise InputError(f"{describe(key)}: mask bits {', '.join(map(str, bits))} are set but no MP_ card "
+                         f"names them ({len(found)} warps like this)",
+                         api="name them in the files, or set dask config bgdask.unnamed-mask-bits: keep",
+                         cli="name them in the files, or set DASK_BGDASK__UNNAMED_MASK_BITS=keep")
+    for key, bits in found.items():
+        names = ", ".join(unnamed_name(b) for b in bits)
+        warnings.warn(f"{describe(key)}: mask bits {', '.join(map(str, bits))} are set but no MP_ card names "
+                      f"them; kept as the planes {names}", UnnamedMaskBitsWarning, stacklevel=4)
+    return with_unnamed(tract.mask_planes, {b for bits in found.values() for b in bits})
+
+
+def warn_variance(tract: Tract, notes) -> None:
+    """A warning per warp with pixels of zero or negative variance (they were treated as bad)."""
+    describe = describe_warp(tract)
+    for key, (_, n) in sorted(notes.items()):
+        if n:
+            warnings.warn(f"{describe(key)}: {n} pixels of zero or negative variance; treated as bad "
+                          "(left out of the statistics, like masked pixels)", VarianceWarning, stacklevel=4)
 
 
 def warn_if_nothing_matched(sol: Solution) -> None:
@@ -189,6 +230,9 @@ def matched_dataset(tract: Tract, cfg: MatchConfig, sol: Solution):
     _, first, _, _ = coarse_geometry(tract, cfg)
     out = tract.ds.copy()
     out["image"] = (tract.ds["image"].dims, arrays["image"], tract.ds["image"].attrs)
+    if "mask" in arrays:  # with UNNAMED planes
+        out["mask"] = (tract.ds["mask"].dims, arrays["mask"], tract.ds["mask"].attrs)
+        out.attrs["mask_planes"] = dict(sol.mask_planes)
     out["offset_coarse"] = (("visit", "patch", "cy", "cx"), arrays["offset_coarse"])
     out = out.assign_coords(
         coarse_y0=("patch", np.array([first[p][0] for p in tract.patches], dtype=np.int64)),
@@ -211,12 +255,13 @@ def _match(ds, config, skymap, executor) -> tuple[MatchResult, Tract, Solution]:
     cfg = config or MatchConfig()
     tract = tract_of(ds, skymap)
     check_reference(cfg, tract.visits)
+    cfg.check_mask_planes(list(tract.mask_planes))
     timings: dict[str, float] = {}
     sol, criteria = solve(tract, cfg, executor, timings)
     unusable = unusable_warps(sol)
     warn_unusable(unusable, describe_warp(tract))
     result = MatchResult(sol.reference, visit_table(tract.visits, criteria, sol.models), dict(sol.models),
-                         tract.skymap, cfg, matched_dataset(tract, cfg, sol), dict(tract.mask_planes),
+                         tract.skymap, cfg, matched_dataset(tract, cfg, sol), dict(sol.mask_planes),
                          unusable, timings, pairs=sol.pairs, solve_info=sol.solve_info)
     return result, tract, sol
 
@@ -235,13 +280,13 @@ def match_arrays(
     pipeline gives the same numbers bit for bit (the quality, measured per
     row block, for the same ``chunk_rows``).
     """
-    from .collection import open_warps
-
+    import dask.array as da
     import dask.config
 
-    import dask.array as da
+    from .collection import open_warps
+    from .pipeline import checked_chunk_rows
 
-    rows = int(chunk_rows or dask.config.get("bgdask.chunk-rows"))
+    rows = checked_chunk_rows(chunk_rows if chunk_rows is not None else dask.config.get("bgdask.chunk-rows"))
     ds = open_warps(warps, skymap=skymap, chunks={"y": rows})
     executor = Executor(scheduler="sync")
     result, tract, sol = _match(ds, config, skymap, executor)

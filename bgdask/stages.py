@@ -23,6 +23,7 @@ on the scheduler, so every scheduler gives the same numbers bit for bit.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass, replace
 from typing import Any, Mapping
@@ -35,8 +36,8 @@ from .config import MatchConfig
 from .errors import ConfigError, InputError
 from .geometry import Box, SkyMap, coarse_cells, coarse_shape, infer_skymap, superpixel_shape
 from .io.warp import PLANE_DTYPES, PLANE_FILL
-from .kernels.stats import bad_pixels
-from .masks import bad_bits_of, plane_bits
+from .kernels.stats import bad_pixels, nonpositive_variance
+from .masks import bad_bits_of, plane_bits, unnamed_bits
 from .quality import QualityPartial, Spread, inner_part, quality_partial, seam_map, visit_levels, visit_quality
 from .reference import choose_reference, visit_criteria
 
@@ -193,45 +194,78 @@ def _whole(blocks, box: Box, y_starts) -> np.ndarray:
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
-def _raw_bad(spec: BlockRead, start: int, stop: int, bits: BadBits, image) -> np.ndarray:
-    """The bad pixels of rows [start, stop) from the source's own mask (no remapping)."""
+def _raw_bad(spec: BlockRead, start: int, stop: int, bits: BadBits, image, variance) -> tuple[np.ndarray, int]:
+    """The bad pixels of rows [start, stop) from the source's own mask (no
+    remapping), and the bits that mask sets without naming them (when the
+    spec remaps: 0 otherwise)."""
     raw = np.asarray(spec.source.read("mask", slice(start, stop))).astype(np.int32, copy=False)
-    return bad_pixels(raw, bits.of(spec), image)
+    unnamed = unnamed_bits(raw, spec.source.mask_planes) if spec.target is not None else 0
+    return bad_pixels(raw, bits.of(spec), image, variance), unnamed
 
 
-def _image_and_bad(image_blocks, mask_blocks, box, y_starts, bits: BadBits):
+def _whole_mask(blocks, box: Box, y_starts) -> tuple[np.ndarray, int]:
+    """A warp's mask, and the bits its file set without naming them."""
+    parts, unnamed = [], 0
+    for spec, y0 in zip(blocks, y_starts):
+        if y0 >= box.height:
+            break
+        if isinstance(spec, BlockRead):
+            rows, bits = spec.rows_and_unnamed()
+            parts.append(rows)
+            unnamed |= bits
+        else:
+            parts.append(np.asarray(spec)[0, 0, : box.height - y0, : box.width])
+    return (parts[0] if len(parts) == 1 else np.concatenate(parts)), unnamed
+
+
+#: The planes every task reading a warp's pixels for a statistic reads: the
+#: variance too, since pixels of zero or negative variance are bad.
+READ_PLANES = ("image", "mask", "variance")
+
+
+def _planes_and_bad(key, image_blocks, mask_blocks, var_blocks, box, y_starts, bits: BadBits):
+    """A warp's image and variance, its bad pixels (:func:`~bgdask.kernels.stats.bad_pixels`:
+    bad mask planes, non-finite image, zero or negative variance) and its
+    note: (key, mask bits set without a name, pixels of zero or negative variance)."""
     image = _whole(image_blocks, box, y_starts)
+    variance = _whole(var_blocks, box, y_starts)
     spec = _one_source(mask_blocks)
     if spec is not None:
-        return image, _raw_bad(spec, 0, box.height, bits, image)
-    return image, bad_pixels(_whole(mask_blocks, box, y_starts), bits.target, image)
+        bad, unnamed = _raw_bad(spec, 0, box.height, bits, image, variance)
+    else:
+        mask, unnamed = _whole_mask(mask_blocks, box, y_starts)
+        bad = bad_pixels(mask, bits.target, image, variance)
+    return image, variance, bad, (key, unnamed, nonpositive_variance(variance))
 
 
-def _leaf_a(key, image_blocks, mask_blocks, box, y_starts, bad_bits, grid, cfg):
-    image, bad = _image_and_bad(image_blocks, mask_blocks, box, y_starts, bad_bits)
+def _image_and_bad(*args):
+    """:func:`_planes_and_bad` without the variance: (image, bad, note)."""
+    image, _, bad, note = _planes_and_bad(*args)
+    return image, bad, note
+
+
+def _leaf_a(key, image_blocks, mask_blocks, var_blocks, box, y_starts, bad_bits, grid, cfg):
+    image, bad, _ = _image_and_bad(key, image_blocks, mask_blocks, var_blocks, box, y_starts, bad_bits)
     return bg.warp_partial(key, image, bad, box, grid, cfg)
 
 
-def _leaf_b(ref_key, ref_image, ref_mask, key, image_blocks, mask_blocks, box, y_starts, bad_bits, grid, cfg,
-            inner=None):
-    r_image, r_bad = _image_and_bad(ref_image, ref_mask, box, y_starts, bad_bits)
-    image, bad = _image_and_bad(image_blocks, mask_blocks, box, y_starts, bad_bits)
-    part = bg.difference_partial(ref_key, r_image, r_bad, key, image, bad, box, grid, cfg)
+def _leaf_b(ref_key, ref_image, ref_mask, ref_var, key, image_blocks, mask_blocks, var_blocks, box, y_starts,
+            bad_bits, grid, cfg, inner=None, partial=bg.difference_partial):
+    r_image, r_bad, r_note = _image_and_bad(ref_key, ref_image, ref_mask, ref_var, box, y_starts, bad_bits)
+    image, bad, note = _image_and_bad(key, image_blocks, mask_blocks, var_blocks, box, y_starts, bad_bits)
+    part = partial(ref_key, r_image, r_bad, key, image, bad, box, grid, cfg).noted(r_note, note)
     return part if inner is None else replace(part, overlap=bg.overlap_bins(bad, r_bad, box, inner, grid, cfg))
 
 
-def _leaf_b_sums(ref_key, ref_image, ref_mask, key, image_blocks, mask_blocks, box, y_starts, bad_bits, grid, cfg,
-                 inner=None):
+def _leaf_b_sums(*args):
     """:func:`_leaf_b` with the centroid sums (``placement: centroid``)."""
-    r_image, r_bad = _image_and_bad(ref_image, ref_mask, box, y_starts, bad_bits)
-    image, bad = _image_and_bad(image_blocks, mask_blocks, box, y_starts, bad_bits)
-    part = bg.difference_partial_sums(ref_key, r_image, r_bad, key, image, bad, box, grid, cfg)
-    return part if inner is None else replace(part, overlap=bg.overlap_bins(bad, r_bad, box, inner, grid, cfg))
+    return _leaf_b(*args, partial=bg.difference_partial_sums)
 
 
-def _leaf_count(key, image_blocks, mask_blocks, box, y_starts, bad_bits, grid=None, cfg=None, inner=None):
-    _, bad = _image_and_bad(image_blocks, mask_blocks, box, y_starts, bad_bits)
-    part = bg.usable_partial(key, bad)
+def _leaf_count(key, image_blocks, mask_blocks, var_blocks, box, y_starts, bad_bits, grid=None, cfg=None,
+                inner=None):
+    _, bad, note = _image_and_bad(key, image_blocks, mask_blocks, var_blocks, box, y_starts, bad_bits)
+    part = bg.usable_partial(key, bad).noted(note)
     return part if inner is None else replace(part, overlap=bg.overlap_bins(bad, None, box, inner, grid, cfg))
 
 
@@ -321,7 +355,7 @@ def graph_a(tract: Tract, cfg: MatchConfig):
         leaves = []
         for key in tract.keys_of[v]:
             vi, pi = tract.index(key)
-            leaves.append(g.task(g.key("warp", vi, pi), _leaf_a, key, *g.planes(vi, pi, "image", "mask"),
+            leaves.append(g.task(g.key("warp", vi, pi), _leaf_a, key, *g.planes(vi, pi, *READ_PLANES),
                                  tract.boxes[key[1]], ys, bits, grid, cfg))
         if not leaves:
             continue
@@ -330,22 +364,31 @@ def graph_a(tract: Tract, cfg: MatchConfig):
     return g.graph(), figs
 
 
-def stage_b(tract: Tract, cfg: MatchConfig, ref: int, executor) -> tuple[dict, dict]:
-    """Every visit's difference model (the reference's is zero) and every
-    warp's number of usable pixels."""
+def stage_b(tract: Tract, cfg: MatchConfig, ref: int, executor) -> tuple[dict, dict, dict]:
+    """Every visit's difference model (the reference's is zero), every
+    warp's number of usable pixels, and every warp's notes (:func:`read_notes`).
+    Stage B reads every warp whole, so these cover them all."""
     graph, jobs, rest, order = graph_b(tract, cfg, ref)
     results = executor.compute(graph, jobs + rest, "stage B: difference models")
     grid, _ = _common(tract, cfg)
     models = {v: model for v, (model, _) in zip(order, results[: len(jobs)])}
     models[ref] = bg.VisitModel.zero(ref, grid, "reference")
-    pixels: dict[tuple[int, int], int] = {}
-    for _, pairs in results[: len(jobs)]:
-        pixels.update(pairs)
-    for part in results[len(jobs):]:
-        pixels.update(part.usable_pixels)
+    pixels, notes = read_notes([read for _, read in results[: len(jobs)]] + list(results[len(jobs):]))
     for v in tract.visits:               # a visit with no warp at all
         models.setdefault(v, bg.VisitModel.zero(v, grid, "empty"))
-    return dict(sorted(models.items())), pixels
+    return dict(sorted(models.items())), pixels, notes
+
+
+def read_notes(parts) -> tuple[dict, dict]:
+    """From partials (:class:`~bgdask.background.Partial`) covering every
+    warp: each warp's usable pixels, and its notes (mask bits set without a
+    name, pixels of zero or negative variance)."""
+    pixels: dict[tuple[int, int], int] = {}
+    notes: dict[tuple[int, int], tuple[int, int]] = {}
+    for part in parts:
+        pixels.update(part.usable_pixels)
+        notes.update((key, (unnamed, n)) for key, unnamed, n in part.notes)
+    return pixels, notes
 
 
 def graph_b(tract: Tract, cfg: MatchConfig, ref: int):
@@ -366,10 +409,10 @@ def graph_b(tract: Tract, cfg: MatchConfig, ref: int):
             box = tract.boxes[key[1]]
             inner = tract.skymap.inner_box(key[1])
             ref_key = (ref, key[1])
-            own = g.planes(vi, pi, "image", "mask")
+            own = g.planes(vi, pi, *READ_PLANES)
             if ref_key in present:
                 ri, _ = tract.index(ref_key)
-                leaves.append(g.task(g.key("diff", vi, pi), leaf_b, ref_key, *g.planes(ri, pi, "image", "mask"),
+                leaves.append(g.task(g.key("diff", vi, pi), leaf_b, ref_key, *g.planes(ri, pi, *READ_PLANES),
                                      key, *own, box, ys, bits, grid, cfg, inner))
                 read_refs.add(ref_key)
             else:
@@ -384,7 +427,7 @@ def graph_b(tract: Tract, cfg: MatchConfig, ref: int):
     for key in tract.keys:
         if key[0] == ref and key not in read_refs:
             vi, pi = tract.index(key)
-            rest.append(g.task(g.key("count", vi, pi), _leaf_count, key, *g.planes(vi, pi, "image", "mask"),
+            rest.append(g.task(g.key("count", vi, pi), _leaf_count, key, *g.planes(vi, pi, *READ_PLANES),
                                tract.boxes[key[1]], ys, bits))
     return g.graph(), jobs, rest, order
 
@@ -407,6 +450,9 @@ class Solution:
     #: figures (:func:`bgdask.global_stage.solve_info_attrs`); None for the reference method
     pairs: Any = None
     solve_info: Mapping[str, Any] | None = None
+    #: the mask layout of the matched warps: the collection's, plus a plane
+    #: UNNAMED_<bit> for each bit some file set without naming it (None: the collection's)
+    mask_planes: Mapping[str, int] | None = None
 
     def matches(self, key: tuple[int, int]) -> bool:
         """Whether a warp gets its visit's offset (unusable warps pass unchanged)."""
@@ -472,21 +518,37 @@ def matched_arrays(tract: Tract, cfg: MatchConfig, sol: Solution) -> dict:
                 g.task((name, vi, pi, yi, 0), _matched_block, spec, g.ref(coarse_keys[key]), box,
                        tract.rows_of(yi), width, sol.matches(key), cfg)
             g.task((cname, vi, pi, 0, 0), _padded_coarse, g.ref(coarse_keys[key]), padded)
-    # two layers, each named as the array made of it: the coarse grids' layer
+    mname = None
+    if sol.mask_planes is not None and dict(sol.mask_planes) != tract.mask_planes:
+        # bits without a name found: the matched mask carries them as UNNAMED planes
+        mname = g.key("matched-mask")[0]
+        for vi in range(len(tract.visits)):
+            for pi in range(len(tract.patches)):
+                for yi, spec in enumerate(_retarget(tract.blocks("mask", vi, pi), sol.mask_planes)):
+                    g.task((mname, vi, pi, yi, 0), _mask_block if isinstance(spec, BlockRead) else np.asarray,
+                           spec)
+    # layers each named as the array made of it: the coarse grids' layer
     # depends on the one holding the models and the image
     from dask.highlevelgraph import HighLevelGraph
 
     grid_layer = {k: g.layer.pop(k) for k in [k for k in g.layer if k[0] == cname]}
+    mask_layer = {k: g.layer.pop(k) for k in [k for k in g.layer if k[0] == mname]}
     g.name = name
     graph = g.graph()
-    graph = HighLevelGraph({**graph.layers, cname: grid_layer},
-                           {**graph.dependencies, cname: {name}})
+    layers, deps = {**graph.layers, cname: grid_layer}, {**graph.dependencies, cname: {name}}
+    if mname:
+        layers[mname], deps[mname] = mask_layer, set(graph.dependencies[name])
+    graph = HighLevelGraph(layers, deps)
     image = da.Array(graph, name, chunks=src.chunks, dtype=PLANE_DTYPES["image"],
                      meta=np.empty((0, 0, 0, 0), dtype=PLANE_DTYPES["image"]))
     nv, npch = len(tract.visits), len(tract.patches)
     grids = da.Array(graph, cname, chunks=((1,) * nv, (1,) * npch, (padded[0],), (padded[1],)),
                      dtype=np.float64, meta=np.empty((0, 0, 0, 0)))
-    return {"image": image, "offset_coarse": grids}
+    out = {"image": image, "offset_coarse": grids}
+    if mname:
+        out["mask"] = da.Array(graph, mname, chunks=tract.array("mask").chunks, dtype=PLANE_DTYPES["mask"],
+                               meta=np.empty((0, 0, 0, 0), dtype=PLANE_DTYPES["mask"]))
+    return out
 
 
 def _padded_coarse(coarse, shape):
@@ -572,6 +634,7 @@ def _warp_c(tract: Tract, sol: Solution, key, mode: str, quality: bool, matched_
     meta = _WarpC(vi, pi, box, tract.skymap.inner_box(key[1]), tuple(tract.row_starts[:n]), mode,
                   sol.matches(key), key[0] == sol.reference, has_ref)
     lists = [tract.blocks(plane, vi, pi)[:n] for plane in ("image", "mask", "variance")]
+    lists[1] = _retarget(lists[1], sol.mask_planes)
     if has_ref:
         ri, _ = tract.index(ref_key)
         lists += [tract.blocks(plane, ri, pi)[:n] for plane in ("image", "mask", "variance")]
@@ -585,12 +648,13 @@ def _warp_c(tract: Tract, sol: Solution, key, mode: str, quality: bool, matched_
 def _ref_block(specs, yi: int, box: Box, start: int, bits: BadBits):
     """The reference's image, bad pixels and variance on one chunk's rows."""
     image = _chunk(specs[0][yi], box, start)
+    variance = np.asarray(_chunk(specs[2][yi], box, start), dtype=np.float32)
     mask = specs[1][yi]
     if isinstance(mask, BlockRead) and mask.source is not None:
-        bad = _raw_bad(mask, start, start + image.shape[0], bits, image)
+        bad, _ = _raw_bad(mask, start, start + image.shape[0], bits, image, variance)
     else:
-        bad = bad_pixels(_chunk(mask, box, start), bits.target, image)
-    return image, bad, np.asarray(_chunk(specs[2][yi], box, start), dtype=np.float32)
+        bad = bad_pixels(_chunk(mask, box, start), bits.target, image, variance)
+    return image, bad, variance
 
 
 def _stage_c_warp(store, model, cfg: MatchConfig, cshape, grid, bits: BadBits, quality: bool, meta: _WarpC,
@@ -606,7 +670,7 @@ def _stage_c_warp(store, model, cfg: MatchConfig, cshape, grid, bits: BadBits, q
         if meta.apply:
             offsets = bg.warp_offsets(coarse[0], coarse[2], coarse[1], box, cfg)
     ref_specs = lists[3:6] if meta.has_ref else None
-    parts = []
+    parts, crcs = [], []
     for yi, start in enumerate(meta.starts):
         image = _chunk(lists[0][yi], box, start)
         local = slice(start, start + image.shape[0])
@@ -614,7 +678,7 @@ def _stage_c_warp(store, model, cfg: MatchConfig, cshape, grid, bits: BadBits, q
         variance = np.asarray(_chunk(lists[2][yi], box, start), dtype=np.float32)
         if meta.mode == "write":
             matched = bg.matched_rows(image, coarse, box, local, meta.apply, cfg, offsets)
-            store.write_rows(meta.vi, meta.pi, start, matched, mask, variance)
+            crcs += store.write_rows(meta.vi, meta.pi, start, matched, mask, variance)
         elif meta.mode == "stored":
             matched = store.read_rows(meta.vi, meta.pi, "image", local, box.width)
         else:
@@ -627,7 +691,7 @@ def _stage_c_warp(store, model, cfg: MatchConfig, cshape, grid, bits: BadBits, q
             continue
         r, c, part = cut
         img = image[r, c]
-        bad = bad_pixels(mask, bits.target, image)[r, c]      # one pass over the chunk
+        bad = bad_pixels(mask, bits.target, image, variance)[r, c]      # one pass over the chunk
         ref = None
         if meta.has_ref:
             r_img, r_bad, r_var = _ref_block(ref_specs, yi, box, start, bits)
@@ -635,7 +699,7 @@ def _stage_c_warp(store, model, cfg: MatchConfig, cshape, grid, bits: BadBits, q
         parts.append(quality_partial(matched[r, c], None if meta.is_ref else img, bad, variance[r, c], ref, part,
                                      grid, cfg, noise_cfg))
     if meta.mode == "write":
-        store.finish_warp(meta.vi, meta.pi, coarse[0])
+        store.finish_warp(meta.vi, meta.pi, coarse[0], crcs)
     return parts
 
 
@@ -656,6 +720,19 @@ def _visit_total(*groups) -> QualityPartial:
     """A visit's quality sums: the fixed tree over all its chunks' sums (in
     warp, then row order), whichever tasks measured them."""
     return bg.tree_reduce([p for parts in groups for p in parts], QualityPartial.__add__)
+
+
+def _retarget(specs: list, layout) -> list:
+    """Mask read specs remapping to ``layout`` (the solution's, which may
+    have UNNAMED planes the collection's lacks)."""
+    if layout is None:
+        return specs
+    return [dataclasses.replace(s, target=dict(layout))
+            if isinstance(s, BlockRead) and s.target is not None and s.target != layout else s for s in specs]
+
+
+def _mask_block(spec):
+    return spec.padded()
 
 
 def _collect(seam, *figures):

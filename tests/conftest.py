@@ -22,6 +22,25 @@ def _butler_stack_missing() -> str | None:
 collect_ignore = ["butler"] if _butler_stack_missing() else ["test_butler_suite.py"]
 
 
+@pytest.hookimpl(trylast=True)   # after -m and -k have deselected
+def pytest_collection_modifyitems(session, config, items):
+    """Start the Butler suite (a separate process, test_butler_suite.py) at
+    once when it is selected, and check its result last."""
+    suite = [item for item in items if item.name == "test_the_butler_tests_pass_in_a_python_with_the_rubin_packages"]
+    if not suite:
+        return
+    items[:] = [item for item in items if item not in suite] + suite
+    if not config.option.collectonly:
+        config._bgdask_butler_suite = suite[0].module.start()
+
+
+def pytest_unconfigure(config):
+    started = getattr(config, "_bgdask_butler_suite", None)
+    if started is not None and started[0].poll() is None:   # the session ended before its test
+        started[0].kill()
+        started[0].wait()
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "slurm: needs the single-node SLURM of deploy/slurm")
     config.addinivalue_line("markers", "slow: takes more than a few seconds")

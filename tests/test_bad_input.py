@@ -202,6 +202,7 @@ def test_unknown_ref_visit(capsys, scheduler, small_tract, tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_visit_without_overlap_with_the_reference(capsys, scheduler, tract, tmp_path):
     # visit 1001 keeps only patch 3, which the reference 1002 does not cover
     for p in (0, 1):

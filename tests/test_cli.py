@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import xarray as xr
 
 from bgdask.cli import main
@@ -17,6 +18,7 @@ def run(*args, timeout=240):
                           capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_help_lists_every_command():
     out = run("--help")
     assert out.returncode == 0
@@ -25,6 +27,7 @@ def test_help_lists_every_command():
         assert run(cmd, "--help").returncode == 0
 
 
+@pytest.mark.slow
 def test_simulate_match_inspect_export(tmp_path, small_sim):
     sim_dir = tmp_path / "sim"
     out = run("simulate", sim_dir, "--visits", 3, "--patches", 2, 2, "--patch-size", 256,

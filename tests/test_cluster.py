@@ -83,6 +83,7 @@ def _parser() -> argparse.ArgumentParser:
 # --------------------------------------------------------------------------- local cluster
 
 
+@pytest.mark.slow
 def test_local_cluster_computes_and_serves_dashboard_on_loopback():
     options = ClusterOptions(workers=2, threads_per_worker=1, memory_limit="1GB")
     with pytest.raises(KeyboardInterrupt):
@@ -170,6 +171,7 @@ def _start_worker(address: str) -> subprocess.Popen:
     )
 
 
+@pytest.mark.slow
 def test_wait_for_workers_waits_for_all_of_them_or_fails_in_one_line():
     """--wait-for-workers N: what a compose runner needs, started with its workers."""
     from distributed import LocalCluster
@@ -398,6 +400,7 @@ def _squeue_states(job_ids) -> list[str]:
     return out.stdout.split()
 
 
+@pytest.mark.slow
 @pytest.mark.slurm
 def test_slurm_cluster_runs_on_two_jobs(tmp_path):
     problem = _slurm_problem()
@@ -437,6 +440,7 @@ def test_slurm_cluster_runs_on_two_jobs(tmp_path):
     assert list(tmp_path.glob("*.err")), "job logs go to --log-directory"
 
 
+@pytest.mark.slow
 @pytest.mark.slurm
 def test_slurm_rejected_job_fails_fast(tmp_path):
     problem = _slurm_problem()

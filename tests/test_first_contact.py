@@ -108,6 +108,7 @@ def _without_overlap(sim):
     return ref, other, warps
 
 
+@pytest.mark.slow
 def test_expected_worker_errors_arrive_as_one_line(small_sim, tmp_path):
     """A visit with no overlap fails in a worker: one line, no worker log, no traceback."""
     from bgdask.testing import write_warps
@@ -133,6 +134,7 @@ def _skymap(sim, tmp_path):
 
 # -- output and wording ---------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_run_says_things_once_and_logs_nothing_by_default(sync_store, small_tract, tmp_path):
     proc = bgdask("match", small_tract / "manifest.csv", "-o", tmp_path / "o.zarr", "--workers", 1,
                   "--no-progress")
@@ -141,6 +143,7 @@ def test_a_run_says_things_once_and_logs_nothing_by_default(sync_store, small_tr
     assert " INFO " not in proc.stderr and " - INFO - " not in proc.stderr, proc.stderr
 
 
+@pytest.mark.slow
 def test_export_twice_names_the_flag(sync_store, tmp_path):
     _, store = sync_store
     assert bgdask("export", store, "--fits", tmp_path / "m").returncode == 0
@@ -150,6 +153,7 @@ def test_export_twice_names_the_flag(sync_store, tmp_path):
     assert bgdask("export", store, "--fits", tmp_path / "m", "--overwrite").returncode == 0
 
 
+@pytest.mark.slow
 def test_report_and_plot_write_beside_the_store(sync_store, tmp_path):
     import shutil
 

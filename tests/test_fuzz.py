@@ -148,6 +148,7 @@ def _bits(a: np.ndarray) -> bytes:
     return np.ascontiguousarray(a).tobytes()
 
 
+@pytest.mark.slow
 @NO_SHRINK
 @given(data=st.data())
 def test_match_arrays_fuzz(data):
@@ -319,6 +320,7 @@ def _corrupt(data: bytes, changes, truncate: float | None, junk: bytes) -> bytes
     truncate=st.one_of(st.none(), st.floats(0.0, 1.0, exclude_max=True)),
     junk=st.one_of(st.just(b""), st.binary(min_size=1, max_size=3000)),
 )
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["warp.fits", "warp.fits.fz"])
 def test_corrupted_fits_gives_input_error(name, changes, truncate, junk):
     good = base_files()[name]

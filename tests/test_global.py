@@ -320,6 +320,7 @@ def test_global_stores_bitwise_equal_on_one_and_two_workers_and_the_command_line
     assert_stores_equal(tmp_path / "two.zarr", want)
 
 
+@pytest.mark.slow
 def test_global_store_contents_inspect_and_resume(chain_files, sync_global, tmp_path, cli):
     import shutil
 

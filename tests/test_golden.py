@@ -9,8 +9,8 @@ numpy's least squares, are compared by value to 1e-12 instead (their values
 were added to the file later, from a run whose checksums equalled these).
 Arrays and configuration fields added since (``ADDED_ARRAYS``,
 ``ADDED_CONFIG``: the global method's and the quality of a match's, issue
-15) and the arrays replaced on purpose (``REPLACED``) are the only
-differences allowed.
+15; ``INTEGRITY_ARRAYS``, each done warp's checksum, issue 19) and the
+arrays replaced on purpose (``REPLACED``) are the only differences allowed.
 """
 
 from __future__ import annotations
@@ -38,12 +38,15 @@ def recomputed():
 
 
 GOLDEN = json.loads((HERE / "checksums.json").read_text())
+#: Arrays added to the store after the golden checksums were recorded.
 
 #: Arrays added to every store since the golden ones were recorded (the global
 #: method's per-visit columns, bgdask.table.GLOBAL_COLUMNS: fill values in the
 #: reference method's stores). Only these may be new; every recorded array
 #: must be unchanged.
 ADDED_ARRAYS = {"n_partners", "resid_rms", "expected_rms", "n_unknowns"}
+#: Each done warp's checksum (issue 19), added to every store since.
+INTEGRITY_ARRAYS = {"checksum"}
 #: Arrays of the quality of a match (issue 15), added to every store since.
 QUALITY_ARRAYS = {"extrap_frac", "match_rms", "match_noise", "match_ratio", "flagged", "seam"}
 #: Arrays whose meaning changed on purpose since the checksums were made
@@ -71,8 +74,8 @@ def test_store_is_bitwise_the_golden_one(case, recomputed):
     fitted = _golden_module().FITTED
     want, got = GOLDEN[case], recomputed[case]
     assert _without_added(got["attrs"]) == want["attrs"]
-    assert set(got["arrays"]) - set(want["arrays"]) <= ADDED_ARRAYS | QUALITY_ARRAYS
-    assert QUALITY_ARRAYS <= set(got["arrays"])
+    assert set(got["arrays"]) - set(want["arrays"]) <= ADDED_ARRAYS | QUALITY_ARRAYS | INTEGRITY_ARRAYS
+    assert QUALITY_ARRAYS | INTEGRITY_ARRAYS <= set(got["arrays"])
     changed = sorted(n for n in want["arrays"]
                      if n not in set(fitted) | REPLACED and got["arrays"].get(n) != want["arrays"][n])
     assert not changed, f"{case}: arrays differ from the golden store: {changed}"

@@ -87,6 +87,7 @@ def test_match_on_an_existing_scheduler(small_tract, reference_store, tmp_path):
             p.wait(timeout=30)
 
 
+@pytest.mark.slow
 def test_dashboard_serves_while_a_match_runs(small_tract, tmp_path):
     seen = []
     with connect(ClusterOptions(workers=1, threads_per_worker=1)) as client:

@@ -299,6 +299,7 @@ def cases(draw):
     )
 
 
+@pytest.mark.slow
 @settings(max_examples=250, deadline=None, database=None,
           suppress_health_check=[HealthCheck.too_slow])
 @given(cases())

@@ -70,6 +70,7 @@ def test_sync_store_equals_serial_driver(sync_store, serial, small_sim):
     assert_store_equals_serial(out, serial, small_sim)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n_workers", [1, 2])
 def test_distributed_store_equals_serial(small_tract, tmp_path, serial, serial_100, small_sim, n_workers):
     with LocalCluster(n_workers=n_workers, threads_per_worker=1, host="127.0.0.1",
@@ -144,6 +145,7 @@ def test_unknown_reference_visit(small_tract, tmp_path):
     assert not (tmp_path / "o.zarr").exists()
 
 
+@pytest.mark.slow
 def test_resume_redoes_only_what_is_not_done(small_tract, tmp_path, serial, small_sim):
     import zarr
 

@@ -13,7 +13,7 @@ import zarr
 
 import bgdask
 from bgdask import MatchConfig, match_arrays
-from bgdask.cli import EXIT_FLAGGED
+from bgdask.errors import EXIT_FLAGGED
 from bgdask.simulate import make_tract
 from bgdask.table import SEAM_PLANES
 from bgdask.testing import simpler_skies, with_step

@@ -447,6 +447,7 @@ def test_disk_full_leaves_a_resumable_store(small_tract, reference_store, monkey
     assert_stores_equal(out, reference_store(ROWS))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("after", [0, 4, 20], ids=["first-file", "fifth-file", "21st-file"])
 def test_disk_full_while_creating_the_store(small_tract, reference_store, monkeypatch, tmp_path, after):
     """The disk fills up while the store's metadata is being written: a clear
@@ -465,6 +466,7 @@ def test_disk_full_while_creating_the_store(small_tract, reference_store, monkey
     assert_stores_equal(out, reference_store(ROWS))
 
 
+@pytest.mark.slow
 def test_disk_full_through_the_command(small_tract, reference_store, inproc_scheduler, monkeypatch,
                                        tmp_path, capsys):
     out = tmp_path / "out.zarr"

@@ -58,6 +58,7 @@ def detail_names(visits, ref) -> list[str]:
     return out
 
 
+@pytest.mark.slow
 def test_summary_figures_are_pngs_of_their_size(run, tmp_path):
     result, store = run
     assert not result.table["flagged"].any()
@@ -73,6 +74,7 @@ def test_summary_figures_are_pngs_of_their_size(run, tmp_path):
         _not_blank(data, path)
 
 
+@pytest.mark.slow
 def test_figures_are_deterministic(run):
     _, store = run
     first, again = list(render_figures(store)), list(render_figures(store))
@@ -152,6 +154,7 @@ def _check_page(page: str, result, details=()) -> list[str]:
     return names
 
 
+@pytest.mark.slow
 def test_cli_plot_and_report(run, tmp_path, cli):
     result, store = run
     other = max(v for v in result.table.index if v != result.reference_visit)
@@ -168,6 +171,7 @@ def test_cli_plot_and_report(run, tmp_path, cli):
     assert 'id="flagged" class="none"' in page
 
 
+@pytest.mark.slow
 def test_report_with_given_reference_incomplete_and_perf_link(small_sim, small_tract, tmp_path):
     """Reference given (no reference-choice figure), one warp not done, input gone, a perf report link."""
     sim, d = small_sim, small_tract
@@ -338,6 +342,7 @@ def test_report_of_200_visits_in_headless_chromium(v200, tmp_path):
     assert np.abs(rgb[..., 0] - rgb[..., 2]).max() > 0.3   # colour: the flag box
 
 
+@pytest.mark.slow
 def test_report_in_headless_chromium(run, tmp_path):
     exe = _chromium()
     result, store = run

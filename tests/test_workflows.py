@@ -65,6 +65,7 @@ def test_readme_lists_every_workflow():
         assert script in text
 
 
+@pytest.mark.slow
 def test_demo(tmp_path):
     out = tmp_path / "demo"
     proc = run("demo.py", "-o", out, "--visits", 3, "--patches", 2, 2, "--patch-size", 256, "--border", 16,
@@ -74,6 +75,7 @@ def test_demo(tmp_path):
     assert (out / "report.html").stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_laptop(tract, tmp_path):
     store = tmp_path / "laptop.zarr"
     proc = run("laptop.py", tract / "warps", store, "--workers", 1, "--threads-per-worker", 2,
@@ -83,6 +85,7 @@ def test_laptop(tract, tmp_path):
     assert (tmp_path / "report.html").exists()
 
 
+@pytest.mark.slow
 def test_notebook_client(tract, tmp_path):
     store = tmp_path / "nb.zarr"
     proc = run("notebook_client.py", tract / "manifest.csv", store, "--workers", 1, cwd=tmp_path)
@@ -119,6 +122,7 @@ def _slurm_state() -> str | None:
     return None
 
 
+@pytest.mark.slow
 @pytest.mark.slurm
 def test_slurm_tract_on_real_slurm(tract, tmp_path):
     why = _slurm_state()

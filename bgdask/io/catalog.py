@@ -8,12 +8,14 @@ A :class:`Catalog` maps (visit, patch) to a warp source (the
 from __future__ import annotations
 
 import csv
+import io
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping
 
+from .._safeio import read_text
 from ..errors import InputError, StoreError
 from ..geometry import Box, SkyMap, infer_skymap
 from ..masks import canonical_planes
@@ -167,29 +169,27 @@ def from_warps(warps: Mapping[tuple[int, int], WarpSource], source: str = "memor
 
 
 def _read_manifest(path: Path) -> list[dict]:
-    try:
-        with open(path, newline="") as fh:
-            reader = csv.DictReader(fh)
-            cols = {c.strip().lower() for c in (reader.fieldnames or [])}
-            missing = {"visit", "patch", "path"} - cols
-            if missing:
-                raise InputError(f"{path}: manifest lacks column(s) {sorted(missing)} (needs visit, patch, path)")
-            rows = []
-            for n, raw in enumerate(reader, start=2):
-                row = {k.strip().lower(): (v or "").strip() for k, v in raw.items() if k}
-                try:
-                    visit, patch = int(row["visit"]), int(row["patch"])
-                    tract = int(row["tract"]) if row.get("tract") else None
-                except ValueError:
-                    raise InputError(f"{path}, line {n}: visit, patch and tract must be integers") from None
-                p = Path(row["path"])
-                if not p.is_absolute():
-                    p = path.parent / p
-                if not p.exists():
-                    raise InputError(f"{path}, line {n}: warp file {p} does not exist")
-                rows.append({"path": str(p), "visit": visit, "patch": patch, "tract": tract})
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: not a text CSV file") from None
+    # a regular file of text (a byte-order mark, as spreadsheets write, is dropped)
+    text = read_text(path, "manifest CSV")
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    cols = {c.strip().lower() for c in (reader.fieldnames or [])}
+    missing = {"visit", "patch", "path"} - cols
+    if missing:
+        raise InputError(f"{path}: manifest lacks column(s) {sorted(missing)} (needs visit, patch, path)")
+    rows = []
+    for n, raw in enumerate(reader, start=2):
+        row = {k.strip().lower(): v.strip() if isinstance(v, str) else "" for k, v in raw.items() if k}
+        try:
+            visit, patch = int(row["visit"]), int(row["patch"])
+            tract = int(row["tract"]) if row.get("tract") else None
+        except ValueError:
+            raise InputError(f"{path}, line {n}: visit, patch and tract must be integers") from None
+        p = Path(row["path"])
+        if not p.is_absolute():
+            p = path.parent / p
+        if not p.exists():
+            raise InputError(f"{path}, line {n}: warp file {p} does not exist")
+        rows.append({"path": str(p), "visit": visit, "patch": patch, "tract": tract})
     if not rows:
         raise InputError(f"{path}: the manifest lists no warps")
     return rows

@@ -24,16 +24,18 @@ message starts with the file's path.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 import uuid
 import warnings
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, Mapping
 
 import numpy as np
 from astropy.io import fits
 
+from .._safeio import open_regular
 from ..errors import InputError
 from ..geometry import Box
 from .warp import PLANE_DTYPES, PLANES, Warp
@@ -100,15 +102,32 @@ class WarpHeader:
 
 # -- opening -----------------------------------------------------------------
 
+#: The most bytes one HDU's header may take (afw headers take tens of KB).
+MAX_HEADER_BYTES = 4 * 2**20
+#: The most HDUs looked at for the IMAGE, MASK and VARIANCE planes.
+MAX_HDUS = 1000
+_BLOCK = 2880
+_CARD = 80
+
 
 @contextlib.contextmanager
 def _open(path: str) -> Iterator[fits.HDUList]:
-    """Open ``path`` lazily (no pixels read); astropy errors become InputErrors."""
+    """Open ``path`` lazily (no pixels read); astropy errors become InputErrors.
+
+    Only a regular file is opened (a FIFO or a device would block or never
+    end), and its headers are first walked by :func:`_scan_headers`, which
+    reads at most :data:`MAX_HEADER_BYTES` a header and checks that each
+    HDU's data fits in the file, so astropy then reads bounded headers."""
+    fh = open_regular(path)
     try:
-        hdul = fits.open(path, memmap=False, lazy_load_hdus=True)
-    except FileNotFoundError:
-        raise InputError(f"{path}: file not found") from None
+        _scan_headers(path, fh)
+        fh.seek(0)
+        hdul = fits.open(fh, memmap=False, lazy_load_hdus=True)
+    except InputError:
+        fh.close()
+        raise
     except _FITS_ERRORS as exc:
+        fh.close()
         raise InputError(f"{path}: not a readable FITS file ({exc})") from None
     try:
         yield hdul
@@ -119,6 +138,120 @@ def _open(path: str) -> Iterator[fits.HDUList]:
         raise InputError(f"{path}: unreadable FITS header or data ({reason})") from None
     finally:
         hdul.close()
+        fh.close()
+
+
+def _card_value(card: bytes) -> str | None:
+    """The value of a fixed-format card (``KEY     = value / comment``), or None."""
+    if card[8:10] != b"= ":
+        return None
+    text = card[10:].decode("ascii", "replace")
+    if text.lstrip().startswith("'"):
+        body = text.lstrip()[1:]
+        return body.split("'", 1)[0].strip()
+    return text.split("/", 1)[0].strip()
+
+
+def _scan_headers(path: str, fh) -> None:
+    """Walk the HDUs of an open FITS file by their headers' structural cards
+    (BITPIX, NAXISn, PCOUNT, GCOUNT) until the three planes are seen or the
+    file ends: each header must end (END card) within MAX_HEADER_BYTES, and
+    each HDU's data must fit in the file. Tile-compressed HDUs are binary
+    tables, walked the same way. Files that do not start with a FITS
+    ``SIMPLE`` card (gzip-compressed files) are left to astropy."""
+    size = os.fstat(fh.fileno()).st_size
+    start = fh.read(_CARD)
+    if not start.startswith(b"SIMPLE  ="):
+        if start[:2] in (b"\x1f\x8b", b"BZ"):
+            return  # a whole-file compressed FITS: astropy decompresses it
+        raise InputError(f"{path}: not a readable FITS file (it does not start with a SIMPLE card)")
+    offset, labels = 0, set()
+    for index in range(MAX_HDUS):
+        cards, ncards = _read_header_cards(path, fh, offset, index, size)
+        header_end = offset + _BLOCK * -(-ncards * _CARD // _BLOCK)
+        label = None
+        for key in ("EXTTYPE", "EXTNAME"):
+            value = cards.get(key)
+            if value and value.strip().lower() in PLANES:
+                label = value.strip().lower()
+                break
+        nbytes = _data_bytes(path, index, cards)
+        if header_end + nbytes > size:
+            raise InputError(_misfit_message(path, index, label, cards, nbytes, size - header_end, size))
+        if label:
+            labels.add(label)
+        offset = header_end + _BLOCK * -(-nbytes // _BLOCK)
+        if len(labels) == len(PLANES) or offset >= size:
+            return
+    raise InputError(f"{path}: more than {MAX_HDUS} HDUs before the IMAGE, MASK and VARIANCE planes")
+
+
+_SCANNED = ("BITPIX", "NAXIS", "PCOUNT", "GCOUNT", "GROUPS", "EXTTYPE", "EXTNAME", "XTENSION")
+
+
+def _read_header_cards(path: str, fh, offset: int, index: int, size: int) -> tuple[dict, int]:
+    """The values of the scanned cards of the header at ``offset``, and its number of cards."""
+    fh.seek(offset)
+    cards: dict[str, str | None] = {}
+    n = 0
+    while n * _CARD < MAX_HEADER_BYTES:
+        block = fh.read(_BLOCK)
+        if len(block) < _BLOCK:
+            raise InputError(f"{path}: truncated: the header of HDU {index} ends before its END card "
+                             f"(the file has {size} bytes)")
+        for i in range(0, _BLOCK, _CARD):
+            card = block[i:i + _CARD]
+            n += 1
+            key = card[:8].decode("ascii", "replace").strip()
+            if key == "END":
+                return cards, n
+            if n == 1 and index > 0 and key != "XTENSION":
+                raise InputError(f"{path}: HDU {index} at byte {offset} does not start with an "
+                                 "XTENSION card (unreadable FITS header)")
+            if key in _SCANNED or (key.startswith("NAXIS") and key[5:].isdigit()):
+                cards.setdefault(key, _card_value(card))
+    raise InputError(f"{path}: the header of HDU {index} has no END card within {MAX_HEADER_BYTES} bytes "
+                     "(unreadable FITS header)")
+
+
+def _int_card(path: str, index: int, cards: Mapping, key: str, default: int | None = None) -> int:
+    value = cards.get(key)
+    if value is None and default is not None:
+        return default
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{path}: unreadable FITS header: HDU {index} has {key} = {value!r}") from None
+
+
+def _data_bytes(path: str, index: int, cards: Mapping) -> int:
+    """The size of an HDU's data by the FITS standard (without its padding)."""
+    bitpix = _int_card(path, index, cards, "BITPIX")
+    naxis = _int_card(path, index, cards, "NAXIS")
+    if bitpix not in (8, 16, 32, 64, -32, -64) or not 0 <= naxis <= 999:
+        raise InputError(f"{path}: unreadable FITS header: HDU {index} has BITPIX = {bitpix}, NAXIS = {naxis}")
+    if naxis == 0:
+        return 0
+    axes = [_int_card(path, index, cards, f"NAXIS{i}") for i in range(1, naxis + 1)]
+    if any(a < 0 for a in axes):
+        raise InputError(f"{path}: unreadable FITS header: HDU {index} has NAXISn = {axes}")
+    if axes[0] == 0 and str(cards.get("GROUPS", "")).strip() == "T":
+        axes = axes[1:]  # random groups
+    pcount = _int_card(path, index, cards, "PCOUNT", 0)
+    gcount = _int_card(path, index, cards, "GCOUNT", 1)
+    return abs(bitpix) // 8 * gcount * (pcount + math.prod(axes))
+
+
+def _misfit_message(path: str, index: int, label: str | None, cards: Mapping, nbytes: int,
+                    after: int, size: int) -> str:
+    name = f"HDU {index}" + (f" ({label.upper()})" if label else "")
+    naxis = _int_card(path, index, cards, "NAXIS")
+    axes = " x ".join(str(cards.get(f"NAXIS{i}")) for i in range(1, naxis + 1))
+    what = (f"{path}: {name}: its header's NAXIS ({axes}, BITPIX {cards.get('BITPIX')}) needs "
+            f"{nbytes} bytes of data but only {max(after, 0)} follow the header")
+    if size % _BLOCK:
+        return f"{what}: truncated (the file size {size} is not a multiple of 2880 bytes)"
+    return f"{what}: the header does not fit the file size {size} (a wrong NAXIS, or a file cut short)"
 
 
 # -- headers -----------------------------------------------------------------
@@ -379,7 +512,7 @@ def _read_plain(header: WarpHeader, plane: str, rows: slice) -> np.ndarray:
     row_bytes = header.width * dtype.itemsize
     raw = np.empty((n, header.width), dtype=dtype)
     try:
-        with open(header.path, "rb") as fh:
+        with open_regular(header.path) as fh:
             fh.seek(offset + start * row_bytes)
             got = fh.readinto(memoryview(raw.reshape(-1)).cast("B")) if raw.size else 0
     except OSError as exc:

@@ -789,37 +789,53 @@ def superpixel_stats(image, bad, x0, y0, grid_shape, x_bin, y_bin, *, window_sca
 
 
 @njit(**_JIT)
-def _bad_pixels(mask, bits, image, has_image, out):
+def _bad_pixels(mask, bits, image, has_image, variance, has_variance, out):
     for i in range(mask.size):
         b = (mask[i] & bits) != 0
         if has_image:
             x = np.float64(image[i])
             b = b | (not (x - x == 0.0))
+        if has_variance:
+            b = b | (np.float64(variance[i]) <= 0.0)
         out[i] = b
 
 
-def bad_pixels(mask, bad_bits: int, image=None) -> np.ndarray:
-    """Excluded pixels: ``(mask & bad_bits) != 0``, or non-finite ``image``.
+def _compiled_plane(a) -> bool:
+    return a is None or (a.dtype in (np.float32, np.float64) and a.dtype.isnative and a.flags.c_contiguous)
 
-    One compiled pass for an int32 mask (and a float32/float64 image), the
-    NumPy expression otherwise."""
+
+def bad_pixels(mask, bad_bits: int, image=None, variance=None) -> np.ndarray:
+    """Excluded pixels: ``(mask & bad_bits) != 0``, non-finite ``image``, or
+    zero or negative ``variance`` (a NaN variance alone does not exclude).
+
+    One compiled pass for an int32 mask (and float32/float64 planes), the
+    NumPy expressions otherwise."""
     mask = np.asarray(mask)
-    if image is not None:
-        image = np.asarray(image)
-        if image.shape != mask.shape:
-            raise ValueError(f"image has shape {image.shape}, mask has shape {mask.shape}")
+    image = None if image is None else np.asarray(image)
+    variance = None if variance is None else np.asarray(variance)
+    for plane, name in ((image, "image"), (variance, "variance")):
+        if plane is not None and plane.shape != mask.shape:
+            raise ValueError(f"{name} has shape {plane.shape}, mask has shape {mask.shape}")
     fast = (mask.dtype == np.int32 and mask.flags.c_contiguous and -2**31 <= bad_bits < 2**31
-            and (image is None or (image.dtype in (np.float32, np.float64) and image.dtype.isnative
-                                   and image.flags.c_contiguous)))
+            and _compiled_plane(image) and _compiled_plane(variance))
     if fast and mask.size:
         out = np.empty(mask.shape, dtype=np.bool_)
-        img = image.reshape(-1) if image is not None else np.zeros(1, dtype=np.float32)
-        _bad_pixels(mask.reshape(-1), np.int32(bad_bits), img, image is not None, out.reshape(-1))
+        none = np.zeros(1, dtype=np.float32)
+        _bad_pixels(mask.reshape(-1), np.int32(bad_bits), none if image is None else image.reshape(-1),
+                    image is not None, none if variance is None else variance.reshape(-1), variance is not None,
+                    out.reshape(-1))
         return out
     bad = (mask & bad_bits) != 0
     if image is not None:
         bad |= ~np.isfinite(image)
+    if variance is not None:
+        bad |= variance <= 0
     return bad
+
+
+def nonpositive_variance(variance) -> int:
+    """How many pixels have zero or negative variance (NaN not counted)."""
+    return int(np.count_nonzero(np.asarray(variance) <= 0))
 
 
 _WARM_LOCK = __import__("threading").Lock()
