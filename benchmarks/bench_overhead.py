@@ -103,11 +103,11 @@ class Recorder:
 
         rec, base = self, Executor.compute
 
-        def compute(ex, graph, keys, label=""):
+        def compute(ex, graph, keys, label="", **kw):
             t_enter = time.perf_counter()
             n = len(graph.cull(set(keys)))
             t_counted = time.perf_counter()
-            out = base(ex, graph, keys, label)
+            out = base(ex, graph, keys, label, **kw)
             rec.calls.append({"label": label, "tasks": n, "count_s": t_counted - t_enter,
                               "compute_s": time.perf_counter() - t_counted})
             return out

@@ -233,16 +233,16 @@ def main(argv=None):
     common.print_task_summary(fsum, f, 2, "I/O floor (best run)")
     fl = fsum.get("io_floor", {"compute": np.nan})
     print("\nper-warp task time (thread-seconds per warp), pipeline stages vs the floor's one task per warp:")
+    get = lambda *names: sum(summ.get(n, {}).get("compute", 0.0) for n in names)
     per = {
-        "stage A (warp_partial)": summ.get("warp_partial", {}).get("compute", 0.0),
-        "stage B (difference_partial)": summ.get("difference_partial", {}).get("compute", 0.0),
-        "stage C (match_and_write + finish)": summ.get("_match_and_write", summ.get("match_and_write", {})).get("compute", 0.0)
-        + summ.get("_finish", summ.get("finish", {})).get("compute", 0.0),
+        "stage A (bgdask-a-warp)": get(*common.KEYS["A"]),
+        "stage B (bgdask-b-diff, -count)": get(*common.KEYS["B"]),
+        "stage C (bgdask-write-warps / -rows, -done, -coarse)": get(*common.KEYS["C"]),
     }
     fpw = fl["compute"] / n_warps
     for k, v in per.items():
-        print(f"  {k:<40}{v / n_warps:7.3f} s/warp = {v / n_warps / fpw:5.2f} x floor task")
-    print(f"  {'I/O floor (read + write all planes)':<40}{fpw:7.3f} s/warp")
+        print(f"  {k:<54}{v / n_warps:7.3f} s/warp = {v / n_warps / fpw:5.2f} x floor task")
+    print(f"  {'I/O floor (read + write all planes)':<54}{fpw:7.3f} s/warp")
     print(f"\nDask performance report (last pipeline run): {report}")
 
     steps, e = warp_anatomy(tract, work / f"anatomy-{tag}.zarr")

@@ -93,10 +93,16 @@ def main() -> None:
         # -- stages A and B with and without reading the variance
         original = stages._image_and_bad
 
-        def without_variance(key, image_blocks, mask_blocks, var_blocks, box, y_starts, bad_bits):
+        def without_variance(key, image_blocks, mask_blocks, var_blocks, box, y_starts, bits):
+            # stages._planes_and_bad without reading or testing the variance
             image = stages._whole(image_blocks, box, y_starts)
-            mask, unnamed = stages._whole_mask(mask_blocks, box, y_starts)
-            return image, bad_pixels(mask, bad_bits, image), (key, unnamed, 0)
+            spec = stages._one_source(mask_blocks)
+            if spec is not None:
+                bad, unnamed = stages._raw_bad(spec, 0, box.height, bits, image, None)
+            else:
+                mask, unnamed = stages._whole_mask(mask_blocks, box, y_starts)
+                bad = bad_pixels(mask, bits.target, image)
+            return image, bad, (key, unnamed, 0)
 
         ab = {}
         for label, fn in (("reading the variance", original), ("image and mask only", without_variance)):

@@ -9,16 +9,17 @@ one of 2 workers x 1 thread, alternately (both clusters stay up; the best of
 ``--repeats`` runs each is kept). Goal: speed-up >= 1.7 on 2 cores.
 
 The projection takes, from the task stream of the 2-worker runs, the seconds
-of task time per megapixel of each stage's leaf tasks (stage A: warp_partial,
-stage B: difference_partial, stage C: match_and_write + finish) and the
-per-visit tasks, and scales them to a full Rubin tract: 15,000 warps of
-4200 x 4200 (about 150 visits x 100 patches, i.e. visits covering on average
-all the tract's patches; if visits cover subsets, what counts is the number
-of warps, which is what the model takes), superpixel grid 312 x 312. It
-prints the projected wall time on N = 1, 16, 64, 256 workers (one thread
-each) with its assumptions. I/O bandwidth is not modelled: the simulated
-warps sit in the page cache here; the bytes each stage moves are printed,
-and the time they need at a few assumed aggregate bandwidths.
+of task time per megapixel of each stage's leaf tasks (stage A: bgdask-a-warp,
+stage B: bgdask-b-diff, stage C: bgdask-write-warps) and the
+per-visit tasks, and scales them to a Rubin tract: 100 patches of 4200 x
+4200 with 40 visits covering it (3,000 warps: visits cover about three
+quarters of the patches each; what counts is the number of warps, which is
+what the model takes), superpixel grid 312 x 312. It prints the projected
+wall time on N = 1, 16, 64, 256 workers (one thread each) with its
+assumptions, the graph's size and the scheduler's share, the bytes each
+stage reads and writes, and the shared-filesystem bandwidth that N workers
+need to stay busy (bytes over the projected compute time). I/O bandwidth is
+not measured: the simulated warps sit in the page cache here.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import common
 import numpy as np
 
 GOAL = 1.7
-RUBIN = dict(n_warps=15_000, n_visits=150, n_patches=100, warp=(4200, 4200), grid=(312, 312))
+RUBIN = dict(n_warps=3_000, n_visits=40, n_patches=100, warp=(4200, 4200), grid=(312, 312))
 N_WORKERS = (1, 16, 64, 256)
 
 
@@ -50,13 +51,13 @@ def stage_costs(stream, catalog, ref: int, grid_shape) -> dict:
     n_visits = len(catalog.visits)
     cells = grid_shape[0] * grid_shape[1]
     return {
-        "A_per_mpix": get("warp_partial") / mpix_all,
-        "B_per_mpix": get("difference_partial") / max(mpix_b, 1e-9),
-        "C_per_mpix": get("match_and_write", "_match_and_write") / mpix_all,
-        "C_finish_per_warp": get("finish", "_finish") / len(catalog),
-        "add_per_task": get("add") / max(count("add"), 1),
+        "A_per_mpix": get(*common.KEYS["A"]) / mpix_all,
+        "B_per_mpix": get(*common.KEYS["B"]) / max(mpix_b, 1e-9),
+        # stage C's tasks now do a whole warp (rows, coarse grid, done flag): all of it per Mpix
+        "C_per_mpix": get(*common.KEYS["C"]) / mpix_all,
+        "add_per_task": get(*common.KEYS["add"]) / max(count(*common.KEYS["add"]), 1),
         # per-visit work (stats image, gap filling, plane fit) scales with the superpixel grid
-        "visit_per_cell": (get("visit_figures") + get("visit_model")) / max(count("visit_figures", "visit_model"), 1) / cells,
+        "visit_per_cell": get(*common.KEYS["visit"]) / max(count(*common.KEYS["visit"]), 1) / cells,
         "n_tasks": sum(r["n"] for r in s.values()),
         "n_warps": len(catalog),
         "mpix": mpix_all,
@@ -73,13 +74,13 @@ def project(c: dict, overhead_per_task: float, efficiency: float) -> None:
     rows = bench_pipeline_chunks(RUBIN["warp"][0])
     nb = nw - npch  # stage B leaves: every warp but the reference visit's (reference covers every patch)
     work = {
-        "stage A (warp_partial)": nw * mp * c["A_per_mpix"],
+        "stage A (bgdask-a-warp)": nw * mp * c["A_per_mpix"],
         "stage A (per-visit figures, tree sums)": nv * cells * c["visit_per_cell"] + nw * c["add_per_task"],
-        "stage B (difference_partial)": nb * mp * c["B_per_mpix"],
+        "stage B (bgdask-b-diff)": nb * mp * c["B_per_mpix"],
         "stage B (per-visit models, tree sums)": nv * cells * c["visit_per_cell"] + nb * c["add_per_task"],
-        "stage C (match_and_write + finish)": nw * mp * c["C_per_mpix"] + nw * c["C_finish_per_warp"],
+        "stage C (bgdask-write-warps)": nw * mp * c["C_per_mpix"],
     }
-    tasks = {"A": nw * 2 + nv, "B": nb * 2 + nv, "C": nw * (rows + 2)}
+    tasks = {"A": nw * 2 + nv, "B": nb * 2 + nv, "C": nw + 3 * nv}
     n_tasks = sum(tasks.values())
     total = sum(work.values())
     print(f"\nprojection to a full Rubin tract: {nw} warps of {RUBIN['warp'][0]} x {RUBIN['warp'][1]} "
@@ -87,30 +88,33 @@ def project(c: dict, overhead_per_task: float, efficiency: float) -> None:
           f"superpixel grid {RUBIN['grid'][0]} x {RUBIN['grid'][1]}")
     print("  assumptions: task seconds per Mpix as measured here (1 worker x 1 thread, this CPU); "
           "the reference visit covers all patches; a visit's warp count, not visits x patches, sets the work "
-          f"(visits covering subsets of the patches change only the warp count); stage C in {rows} row blocks "
-          f"of 1024 rows; parallel efficiency {efficiency:.2f} (measured busy fraction of 2 workers); "
+          f"(visits covering subsets of the patches change only the warp count); stage C one task per warp, "
+          f"its {rows} row blocks one after another; "
+          f"parallel efficiency {efficiency:.2f} (measured busy fraction of 2 workers); "
           f"scheduler cost {1e3 * overhead_per_task:.2f} ms per task, serial (measured with no-op tasks; "
           "it overlaps the workers' compute); I/O bandwidth NOT modelled (the data sat in the page cache here).")
     for k, v in work.items():
         print(f"  {k:<42}{v / 3600:9.2f} task-hours  ({100 * v / total:4.1f}%)")
     print(f"  {'total':<42}{total / 3600:9.2f} task-hours; {n_tasks} tasks "
           f"(A {tasks['A']}, B {tasks['B']}, C {tasks['C']})")
-    print(f"  {'workers':>8}{'compute h':>11}{'scheduler h':>13}{'wall h':>9}")
+    # I/O volume: 12 bytes a pixel for image (float32), mask (int32) and variance (float32)
+    read_a = nw * mp * 1e6 * 12             # the three planes (variance <= 0 is bad)
+    read_b = nb * mp * 1e6 * 24             # two warps' three planes
+    read_c = nw * mp * 1e6 * 24             # its three planes and the reference's (the quality)
+    write_c = nw * mp * 1e6 * 12            # three planes (before compression)
+    tot = read_a + read_b + read_c + write_c
+    print(f"  {'workers':>8}{'compute h':>11}{'scheduler h':>13}{'wall h':>9}{'needs GB/s':>12}")
     for n in N_WORKERS:
         comp = total / (n * efficiency)
         sched = n_tasks * overhead_per_task
         wall = max(comp, sched)  # the scheduler works while workers compute: the larger one bounds
-        print(f"  {n:>8}{comp / 3600:>11.2f}{sched / 3600:>13.3f}{wall / 3600:>9.2f}")
-    # I/O volume
-    read_a = nw * mp * 1e6 * 8              # image + mask
-    read_b = nb * mp * 1e6 * 16             # two warps' image + mask
-    read_c = nw * mp * 1e6 * 12             # three planes
-    write_c = nw * mp * 1e6 * 12            # three planes (before compression)
-    tot = read_a + read_b + read_c + write_c
-    print(f"  bytes moved (uncompressed): stage A reads {read_a / 1e12:.1f} TB, B reads {read_b / 1e12:.1f} TB, "
-          f"C reads {read_c / 1e12:.1f} TB and writes {write_c / 1e12:.1f} TB; total {tot / 1e12:.1f} TB")
-    print("  I/O time alone at an assumed aggregate bandwidth (not measured): " + ", ".join(
-        f"{bw} GB/s: {tot / (bw * 1e9) / 3600:.1f} h" for bw in (1, 5, 20)))
+        print(f"  {n:>8}{comp / 3600:>11.2f}{sched / 3600:>13.3f}{wall / 3600:>9.2f}{tot / wall / 1e9:>12.2f}")
+    print(f"  bytes moved (uncompressed): stage A reads {read_a / 1e12:.2f} TB, B reads {read_b / 1e12:.2f} TB, "
+          f"C reads {read_c / 1e12:.2f} TB and writes {write_c / 1e12:.2f} TB; total {tot / 1e12:.2f} TB "
+          "(needs GB/s: that total over the wall time, what the shared filesystem must sustain to keep "
+          "the workers busy)")
+    print(f"  graph: {n_tasks} tasks; the scheduler's share at {1e3 * overhead_per_task:.2f} ms a task: "
+          f"{n_tasks * overhead_per_task / 60:.1f} min in all")
 
 
 def bench_pipeline_chunks(height: int) -> int:
@@ -196,7 +200,7 @@ def main(argv=None):
     print(f"\nscheduler: {1e3 * per_task:.2f} ms per task (2,000 no-op tasks on the 2-worker cluster, best of 3)")
     print("measured costs (1-worker run): "
           f"A {costs['A_per_mpix']:.4f} s/Mpix, B {costs['B_per_mpix']:.4f} s/Mpix, "
-          f"C {costs['C_per_mpix']:.4f} s/Mpix + {1e3 * costs['C_finish_per_warp']:.1f} ms/warp, "
+          f"C {costs['C_per_mpix']:.4f} s/Mpix, "
           f"tree add {1e3 * costs['add_per_task']:.2f} ms/task, per-visit {1e6 * costs['visit_per_cell']:.2f} us/superpixel")
     ovh = args.overhead_ms / 1e3 if args.overhead_ms is not None else per_task
     project(costs, ovh, min(max(busy, 0.05), 1.0))

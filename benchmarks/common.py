@@ -181,6 +181,18 @@ def warm_workers(client) -> None:
 
 # -- task stream ------------------------------------------------------------------------
 
+#: Key prefixes (distributed.utils.key_split: ``bgdask-<stage>-<kind>``) of each
+#: stage's per-warp tasks. Stage C: one ``warps`` task per warp (or group of
+#: tiny warps) since issue 16; before, ``rows`` per chunk, ``done`` per warp of
+#: several chunks, ``coarse`` per warp (kept so a baseline revision is counted too).
+KEYS = {
+    "A": ("bgdask-a-warp",),
+    "B": ("bgdask-b-diff", "bgdask-b-count"),
+    "C": ("bgdask-write-warps", "bgdask-write-rows", "bgdask-write-done", "bgdask-write-coarse"),
+    "add": ("bgdask-a-sum", "bgdask-b-sum"),
+    "visit": ("bgdask-a-criteria", "bgdask-b-model"),
+}
+
 def prefix_of(key) -> str:
     from distributed.utils import key_split
 

@@ -17,10 +17,10 @@ from .config import MatchConfig
 from .errors import ModelError
 from .geometry import Box, coarse_cells, coarse_centers, superpixel_centers
 from .kernels.interp import (
+    Separable,
     UndersampledError,
     fill_gaps,
     linear_resample,
-    separable_interpolate,
     smooth_gappy,
 )
 from .kernels.stats import SuperpixelBlock, superpixel_stats
@@ -37,6 +37,7 @@ __all__ = [
     "difference_model",
     "coarse_offsets",
     "offset_rows",
+    "warp_offsets",
     "apply_offset",
     "Partial",
     "warp_partial",
@@ -165,7 +166,7 @@ def image_stats(image, bad, box: Box, grid_shape, cfg: MatchConfig) -> Accumulat
 def difference_stats(ref_image, ref_bad, image, bad, box: Box, grid_shape, cfg: MatchConfig) -> Accumulator:
     """Step 4 for one patch: statistics of ``ref - image``, masked where
     either is bad or not finite."""
-    diff = ref_image.astype(np.float64) - image.astype(np.float64)
+    diff = np.subtract(ref_image, image, dtype=np.float64)    # exact in float64, one temporary
     return image_stats(diff, ref_bad | bad, box, grid_shape, cfg)
 
 
@@ -176,7 +177,7 @@ def difference_sums(ref_image, ref_bad, image, bad, box: Box, grid_shape, cfg: M
     ``plane``, of ``plane`` over them (``SP``: e.g. the two variance planes summed)."""
     from .kernels.centroid import window_sums
 
-    diff = ref_image.astype(np.float64) - image.astype(np.float64)
+    diff = np.subtract(ref_image, image, dtype=np.float64)
     either = ref_bad | bad
     acc = image_stats(diff, either, box, grid_shape, cfg)
     ws = window_sums(diff, either, box.x0, box.y0, grid_shape, cfg.x_bin, cfg.y_bin,
@@ -347,20 +348,15 @@ def overlap_bins(bad: np.ndarray, ref_bad: np.ndarray | None, box: Box, inner: B
     ny, nx = grid_shape
     if part is None or ny == 0 or nx == 0:
         return EMPTY
+    from .kernels.pixels import bin_counts
+
     sl = (slice(part.y0 - box.y0, part.y1 - box.y0), slice(part.x0 - box.x0, part.x1 - box.x0))
-    ok = ~bad[sl]
-    both = ok if ref_bad is None else ok & ~ref_bad[sl]
     iy = np.minimum(np.arange(part.y0, part.y1) // cfg.y_bin, ny - 1)
     ix = np.minimum(np.arange(part.x0, part.x1) // cfg.x_bin, nx - 1)
-    ry = np.flatnonzero(np.r_[True, iy[1:] != iy[:-1]])
-    rx = np.flatnonzero(np.r_[True, ix[1:] != ix[:-1]])
-
-    def per_bin(a):
-        return np.add.reduceat(np.add.reduceat(a.astype(np.int64), ry, axis=0), rx, axis=1).astype(np.float64)
-
-    n = per_bin(ok)
-    s = per_bin(both) if ref_bad is not None else np.zeros_like(n)
-    return Accumulator(s, n, np.zeros_like(n), int(iy[0]), int(ix[0]))
+    shape = (int(iy[-1] - iy[0]) + 1, int(ix[-1] - ix[0]) + 1)
+    n, s = bin_counts(bad[sl], None if ref_bad is None else ref_bad[sl], iy - iy[0], ix - ix[0], shape)
+    n = n.astype(np.float64)
+    return Accumulator(s.astype(np.float64), n, np.zeros_like(n), int(iy[0]), int(ix[0]))
 
 
 def extrapolated_fraction(bins: Accumulator, grid_shape, cfg: MatchConfig) -> float:
@@ -435,19 +431,28 @@ def offset_rows(
     """Step 6.2: the offset at every pixel of rows ``rows`` (local to the
     box) of a warp, interpolated from its coarse cells ``coarse`` whose first
     cell is (ky0, kx0). Returns float64 (n_rows, box.width)."""
+    return warp_offsets(coarse, kx0, ky0, box, cfg)(rows)
+
+
+def warp_offsets(coarse: np.ndarray, kx0: int, ky0: int, box: Box, cfg: MatchConfig):
+    """:func:`offset_rows` of one warp made ready for any of its rows: the
+    interpolation along x and the interpolant along y are built once;
+    ``warp_offsets(...)(rows)`` is ``offset_rows(..., rows, cfg)``, bit for bit."""
     cy, cx = coarse.shape
     xc = coarse_centers(kx0, kx0 + cx, cfg.binning)
     yc = coarse_centers(ky0, ky0 + cy, cfg.binning)
     xq = np.arange(box.x0, box.x1, dtype=np.float64)
-    start, stop, _ = rows.indices(box.height)
-    yq = np.arange(box.y0 + start, box.y0 + stop, dtype=np.float64)
     try:
-        return separable_interpolate(
-            coarse, xc, yc, xq, yq, cfg.interpolation, cfg.extrapolation,
-            cfg.undersample_style == "REDUCE_INTERP_ORDER",
-        )
+        sep = Separable(coarse, xc, yc, xq, cfg.interpolation, cfg.extrapolation,
+                        cfg.undersample_style == "REDUCE_INTERP_ORDER")
     except UndersampledError as exc:
         raise ModelError(f"warp box {box}: {exc} (undersample_style THROW_EXCEPTION)") from None
+
+    def offsets(rows: slice) -> np.ndarray:
+        start, stop, _ = rows.indices(box.height)
+        return sep(np.arange(box.y0 + start, box.y0 + stop, dtype=np.float64))
+
+    return offsets
 
 
 def apply_offset(image: np.ndarray, offset: np.ndarray) -> np.ndarray:
@@ -534,10 +539,14 @@ def warp_coarse(model: "VisitModel", box: Box, cfg: MatchConfig, coarse_shape) -
     return coarse_offsets(model.model, cfg, kx, ky), ky[0], kx[0]
 
 
-def matched_rows(image: np.ndarray, coarse, box: Box, rows: slice, apply: bool, cfg: MatchConfig) -> np.ndarray:
+def matched_rows(image: np.ndarray, coarse, box: Box, rows: slice, apply: bool, cfg: MatchConfig,
+                 offsets=None) -> np.ndarray:
     """Step 6.2 on rows ``rows`` of one warp: image + offset, float32 (the
-    image unchanged when ``apply`` is false)."""
+    image unchanged when ``apply`` is false). ``offsets``: the warp's
+    :func:`warp_offsets`, when several blocks of it are matched."""
     if not apply:
         return np.array(image, dtype=np.float32, copy=True)
-    grid, ky0, kx0 = coarse
-    return apply_offset(image, offset_rows(grid, kx0, ky0, box, rows, cfg))
+    if offsets is None:
+        grid, ky0, kx0 = coarse
+        offsets = warp_offsets(grid, kx0, ky0, box, cfg)
+    return apply_offset(image, offsets(rows))

@@ -440,7 +440,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--performance-report", default=None, metavar="FILE",
                    help="write Dask's performance report (HTML) to FILE")
     p.add_argument("--chunk-rows", type=int, default=None, metavar="N",
-                   help="rows per output chunk and per stage-C task (default: dask config bgdask.chunk-rows, 1024)")
+                   help="rows per output chunk and per block a stage-C task holds in memory "
+                        "(default: dask config bgdask.chunk-rows, 1024)")
     add_method_arguments(p)
     add_butler_arguments(p)
     add_cluster_arguments(p)

@@ -58,6 +58,7 @@ class Executor:
 
         futures = self.client.compute(objs)
         kept = {f.key for f, w in zip(futures, wanted) if w}
+        released = set()
         try:
             total = len(futures)
             for n, fut in enumerate(as_completed(futures), start=1):
@@ -65,10 +66,16 @@ class Executor:
                     fut.result()              # raise the task's error here
                 if fut.key not in kept:
                     fut.release()
+                    released.add(fut.key)
                 if self.progress:
                     self.progress(label, n, total)
             values = iter(self.client.gather([f for f, w in zip(futures, wanted) if w]))
             return [next(values) if w else None for w in wanted]
         except BaseException:
-            self.client.cancel(futures)
+            # released, not cancelled: cancelling a key cancels its dependents,
+            # and distributed asserts that each of those is wanted by a client
+            # (the tasks that write warps are also the leaves of the quality tree)
+            for f in futures:
+                if f.key not in released:
+                    f.release()
             raise

@@ -21,7 +21,7 @@ import numpy as np
 from .errors import InputError
 
 __all__ = ["RUBIN_PLANES", "MAX_PLANES", "canonical_planes", "plane_bits", "remap_mask", "unnamed_bits",
-           "unnamed_name", "with_unnamed"]
+           "unnamed_name", "with_unnamed", "bad_bits_of"]
 
 #: The most planes one layout holds (bits 0-30 of an int32 mask).
 MAX_PLANES = 31
@@ -92,8 +92,9 @@ def plane_bits(layout: Mapping[str, int], names: Iterable[str]) -> int:
 def remap_mask(mask: np.ndarray, layout: Mapping[str, int], target: Mapping[str, int]) -> np.ndarray:
     """Re-express ``mask`` (bits of ``layout``) in the bits of ``target`` (int32).
 
-    One AND when every bit stays where it is; otherwise two 65,536-entry
-    lookup tables, one per 16-bit half of the mask.
+    One AND when every bit stays where it is; otherwise one pass through four
+    256-entry tables, one per byte of the mask
+    (:func:`bgdask.kernels.pixels.remap_bits`).
     """
     mask = np.asarray(mask).astype(np.int32, copy=False)
     moves = [(int(bit), int(target[name])) for name, bit in layout.items() if name in target]
@@ -104,15 +105,16 @@ def remap_mask(mask: np.ndarray, layout: Mapping[str, int], target: Mapping[str,
     if all(src == dst for src, dst in moves):
         keep = sum(1 << src for src, _ in moves)
         return mask & np.uint32(keep).view(np.int32)
-    bits = mask.view(np.uint32)
-    index = np.arange(1 << 16, dtype=np.int64)
-    out = np.zeros(mask.shape, dtype=np.int32)
-    for half in (0, 1):
-        lut = np.zeros(1 << 16, dtype=np.int64)
-        for src, dst in moves:
-            if 16 * half <= src < 16 * (half + 1):
-                lut |= ((index >> (src - 16 * half)) & 1) << dst
-        if lut.any():
-            key = (bits >> 16 if half else bits & 0xFFFF).astype(np.uint16)
-            out |= lut.astype(np.uint32).view(np.int32)[key]
-    return out
+    from .kernels.pixels import bit_tables, remap_bits
+
+    return remap_bits(mask, bit_tables(moves))
+
+
+def bad_bits_of(layout: Mapping[str, int], target: Mapping[str, int], names: Iterable[str]) -> int:
+    """The bits, in a mask of layout ``layout``, of the planes ``names`` as
+    they survive :func:`remap_mask` into ``target``: ``(mask & bits) != 0``
+    equals ``(remap_mask(mask, layout, target) & plane_bits(target, names)) != 0``
+    (for the int32 mask), so a mask need not be remapped to find its bad pixels.
+    Returned as an int32 value (bit 31 is the sign bit)."""
+    bits = plane_bits({n: b for n, b in layout.items() if n in target}, names)
+    return bits - (1 << 32) if bits >= 1 << 31 else bits

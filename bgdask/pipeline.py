@@ -302,8 +302,9 @@ def match_backgrounds(
     None). ``resume=True`` finishes a store of the same run, first checking
     its done warps against their checksums and writing the damaged ones again
     (``verify=False`` trusts them); ``overwrite=True`` replaces whatever
-    store is at ``output``. ``chunk_rows``: rows per chunk of the store and
-    per stage-C task (default: dask config ``bgdask.chunk-rows``). ``echo``
+    store is at ``output``. ``chunk_rows``: rows per chunk of the store, and
+    per block a stage-C task holds in memory (default: dask config
+    ``bgdask.chunk-rows``). ``echo``
     receives the lines worth showing a user. Another run writing ``output``
     at the same time is refused (StoreLockedError, naming it).
     """

@@ -6,8 +6,9 @@
   tree of sums and the difference model; every warp's usable pixel count.
 * **Stage C**: per chunk, image + offset. :func:`matched_image` makes it a
   lazy Dask array (the ``matched`` Dataset of :func:`bgdask.match`);
-  :func:`write_graph` makes it the tasks that write a store (rows, then each
-  warp's coarse grid and its ``done`` flag).
+  :func:`write_graph` makes it the tasks that write a store: one task per
+  warp (one per group of consecutive warps of a visit for tiny warps) writes
+  its rows chunk after chunk, then its coarse grid and its ``done`` flag.
 
 The graphs are written directly as layers of tasks (a few per warp, cheap to
 build) over the collection's arrays. Where a chunk of the collection is a
@@ -36,7 +37,7 @@ from .errors import ConfigError, InputError
 from .geometry import Box, SkyMap, coarse_cells, coarse_shape, infer_skymap, superpixel_shape
 from .io.warp import PLANE_DTYPES, PLANE_FILL
 from .kernels.stats import bad_pixels, nonpositive_variance
-from .masks import plane_bits
+from .masks import bad_bits_of, plane_bits, unnamed_bits
 from .quality import QualityPartial, Spread, inner_part, quality_partial, seam_map, visit_levels, visit_quality
 from .reference import choose_reference, visit_criteria
 
@@ -68,7 +69,10 @@ class Tract:
         #: (visit, patch) of every present warp, visit-major
         self.keys = [(v, p) for vi, v in enumerate(self.visits) for pi, p in enumerate(self.patches)
                      if self.present[vi, pi]]
-        self.keys_of = {v: [k for k in self.keys if k[0] == v] for v in self.visits}
+        self.keys_of = {v: [] for v in self.visits}
+        for k in self.keys:
+            self.keys_of[k[0]].append(k)
+        self._keyset = set(self.keys)
         self._arrays = {plane: self.ds[plane].data for plane in REQUIRED_VARIABLES}
         self._specs = {}
         for plane, arr in self._arrays.items():
@@ -141,6 +145,23 @@ def tract_of(ds, skymap: SkyMap | None = None) -> Tract:
 
 # -- reading a warp inside a task -------------------------------------------------
 
+@dataclass(frozen=True)
+class BadBits:
+    """The mask planes that exclude a pixel: their names and their bits in
+    the collection's layout. A mask read straight from its source (not
+    remapped into the collection's layout) is tested with its own bits
+    (:func:`bgdask.masks.bad_bits_of`: the same pixels)."""
+
+    names: tuple[str, ...]
+    target: int
+
+    def of(self, spec) -> int:
+        """The bits of a read spec's raw mask."""
+        if spec.target is None:
+            return self.target
+        return bad_bits_of(spec.source.mask_planes, spec.target, self.names)
+
+
 def _rows(blocks, box: Box, y_starts) -> list[np.ndarray]:
     """The warp's rows from its chunks (read specs or computed chunks)."""
     out = []
@@ -154,9 +175,32 @@ def _rows(blocks, box: Box, y_starts) -> list[np.ndarray]:
     return out
 
 
+def _one_source(blocks) -> BlockRead | None:
+    """The first chunk's read spec when every chunk is read from one source."""
+    first = blocks[0] if len(blocks) else None
+    if not isinstance(first, BlockRead) or first.source is None:
+        return None
+    if all(isinstance(b, BlockRead) and b.source is first.source for b in blocks):
+        return first
+    return None
+
+
 def _whole(blocks, box: Box, y_starts) -> np.ndarray:
+    """A whole plane of the warp: one read where its chunks are read specs."""
+    spec = _one_source(blocks)
+    if spec is not None:
+        return replace(spec, start=0, stop=box.height).rows()
     parts = _rows(blocks, box, y_starts)
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def _raw_bad(spec: BlockRead, start: int, stop: int, bits: BadBits, image, variance) -> tuple[np.ndarray, int]:
+    """The bad pixels of rows [start, stop) from the source's own mask (no
+    remapping), and the bits that mask sets without naming them (when the
+    spec remaps: 0 otherwise)."""
+    raw = np.asarray(spec.source.read("mask", slice(start, stop))).astype(np.int32, copy=False)
+    unnamed = unnamed_bits(raw, spec.source.mask_planes) if spec.target is not None else 0
+    return bad_pixels(raw, bits.of(spec), image, variance), unnamed
 
 
 def _whole_mask(blocks, box: Box, y_starts) -> tuple[np.ndarray, int]:
@@ -179,14 +223,18 @@ def _whole_mask(blocks, box: Box, y_starts) -> tuple[np.ndarray, int]:
 READ_PLANES = ("image", "mask", "variance")
 
 
-def _planes_and_bad(key, image_blocks, mask_blocks, var_blocks, box, y_starts, bad_bits):
+def _planes_and_bad(key, image_blocks, mask_blocks, var_blocks, box, y_starts, bits: BadBits):
     """A warp's image and variance, its bad pixels (:func:`~bgdask.kernels.stats.bad_pixels`:
     bad mask planes, non-finite image, zero or negative variance) and its
     note: (key, mask bits set without a name, pixels of zero or negative variance)."""
     image = _whole(image_blocks, box, y_starts)
-    mask, unnamed = _whole_mask(mask_blocks, box, y_starts)
     variance = _whole(var_blocks, box, y_starts)
-    bad = bad_pixels(mask, bad_bits, image, variance)
+    spec = _one_source(mask_blocks)
+    if spec is not None:
+        bad, unnamed = _raw_bad(spec, 0, box.height, bits, image, variance)
+    else:
+        mask, unnamed = _whole_mask(mask_blocks, box, y_starts)
+        bad = bad_pixels(mask, bits.target, image, variance)
     return image, variance, bad, (key, unnamed, nonpositive_variance(variance))
 
 
@@ -284,9 +332,10 @@ class _Graph:
         return HighLevelGraph.from_collections(self.name, self.layer, dependencies=deps)
 
 
-def _common(tract: Tract, cfg: MatchConfig):
+def _common(tract: Tract, cfg: MatchConfig) -> tuple[tuple[int, int], BadBits]:
     grid = superpixel_shape(tract.skymap.width, tract.skymap.height, cfg.x_bin, cfg.y_bin)
-    return grid, plane_bits(tract.mask_planes, cfg.bad_mask_planes)
+    names = tuple(cfg.bad_mask_planes)
+    return grid, BadBits(names, plane_bits(tract.mask_planes, names))
 
 
 def stage_a(tract: Tract, cfg: MatchConfig, executor) -> tuple[int, dict]:
@@ -514,91 +563,163 @@ def _fill(rows: int, width: int):
     return np.full((1, 1, rows, width), PLANE_FILL["image"], dtype=PLANE_DTYPES["image"])
 
 
-@dataclass(frozen=True)
-class _Measure:
-    """How a stage-C task measures the quality of its block (:mod:`bgdask.quality`):
-    the warp's box, its patch's inner box, the bad planes' bits, the
-    superpixel grid, whether the warp is the reference's."""
+# -- stage C: writing a store, measuring the quality -------------------------------
 
+def group_size(leaf_ms: float, target_ms: float = 50.0, most: int = 256) -> int:
+    """Warps per stage-C task: the smallest power of two whose work
+    (``leaf_ms`` each) reaches ``target_ms``, at most ``most``; 1 for large
+    warps. Only the tasks change: the quality sums are added per visit in one
+    fixed tree over all its chunks (:func:`_visit_total`), whatever the groups."""
+    size = 1
+    while size < most and size * max(leaf_ms, 1e-3) < target_ms:
+        size *= 2
+    return size
+
+
+def aligned_groups(n: int, size: int) -> list[range]:
+    """Consecutive groups of ``size`` (a power of two) of the indices 0..n-1,
+    the first at 0 (the last may be shorter)."""
+    return [range(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+def _leaf_ms(tract: Tract, ns_per_pixel: float, fixed_ms: float) -> float:
+    """A rough cost of one leaf task on the tract's largest warp (only sets
+    how many leaves a task computes)."""
+    pixels = max((b.width * b.height for b in tract.boxes.values()), default=0)
+    return fixed_ms + pixels * ns_per_pixel * 1e-6
+
+
+def _chunk(spec, box: Box, start: int) -> np.ndarray:
+    """One chunk's rows of a warp, unpadded (a read spec, or a computed chunk)."""
+    if isinstance(spec, BlockRead):
+        return spec.rows()
+    return np.asarray(spec)[0, 0, : box.height - start, : box.width]
+
+
+@dataclass(frozen=True)
+class _WarpC:
+    """One warp as a stage-C task sees it (plain data; its chunks travel
+    beside it as the task's arguments): where it goes in the store, what is
+    done with it, how its quality is measured.
+
+    ``mode``: ``write`` (match it, write it, set its done flag), ``stored``
+    (a resumed run: measure the rows already written) or ``given`` (measure
+    matched chunks computed elsewhere). ``has_ref``: the reference's chunks
+    on the patch follow its own (the quality's residual)."""
+
+    vi: int
+    pi: int
     box: Box
     inner: Box
-    bits: int
-    grid: tuple[int, int]
-    cfg: MatchConfig
+    starts: tuple[int, ...]
+    mode: str
+    apply: bool
     is_ref: bool
+    has_ref: bool
 
-    def partial(self, rows: slice, image, mask, variance, matched, ref) -> QualityPartial:
-        """The quality sums of rows ``rows`` (local to the box) of the warp;
-        ``ref``: the reference's (image, mask, variance) rows, or None."""
-        cut = inner_part(self.box, self.inner, rows)
+    @property
+    def n_lists(self) -> int:
+        return 3 + 3 * self.has_ref + (self.mode == "given")
+
+
+def _warp_c(tract: Tract, sol: Solution, key, mode: str, quality: bool, matched_name: str | None = None):
+    """The :class:`_WarpC` of a warp and its chunk lists (own image, mask,
+    variance; the reference's when measured against it; the matched chunks
+    in mode ``given``)."""
+    vi, pi = tract.index(key)
+    box = tract.boxes[key[1]]
+    n = sum(1 for y0 in tract.row_starts if y0 < box.height)
+    ref_key = (sol.reference, key[1])
+    has_ref = quality and key[0] != sol.reference and ref_key in tract._keyset
+    meta = _WarpC(vi, pi, box, tract.skymap.inner_box(key[1]), tuple(tract.row_starts[:n]), mode,
+                  sol.matches(key), key[0] == sol.reference, has_ref)
+    lists = [tract.blocks(plane, vi, pi)[:n] for plane in ("image", "mask", "variance")]
+    lists[1] = _retarget(lists[1], sol.mask_planes)
+    if has_ref:
+        ri, _ = tract.index(ref_key)
+        lists += [tract.blocks(plane, ri, pi)[:n] for plane in ("image", "mask", "variance")]
+    if mode == "given":
+        from ._compat import TaskRef
+
+        lists.append([TaskRef((matched_name, vi, pi, yi, 0)) for yi in range(n)])
+    return meta, lists
+
+
+def _ref_block(specs, yi: int, box: Box, start: int, bits: BadBits):
+    """The reference's image, bad pixels and variance on one chunk's rows."""
+    image = _chunk(specs[0][yi], box, start)
+    variance = np.asarray(_chunk(specs[2][yi], box, start), dtype=np.float32)
+    mask = specs[1][yi]
+    if isinstance(mask, BlockRead) and mask.source is not None:
+        bad, _ = _raw_bad(mask, start, start + image.shape[0], bits, image, variance)
+    else:
+        bad = bad_pixels(_chunk(mask, box, start), bits.target, image, variance)
+    return image, bad, variance
+
+
+def _stage_c_warp(store, model, cfg: MatchConfig, cshape, grid, bits: BadBits, quality: bool, meta: _WarpC,
+                  lists, noise_cfg: MatchConfig | None = None) -> list:
+    """Stage C on one warp, one chunk after another (one chunk in memory at a
+    time): with mode ``write``, its coarse grid, its matched rows, mask and
+    variance written, then its coarse grid and done flag; with ``quality``,
+    its chunks' quality sums, in row order (an empty list without)."""
+    box = meta.box
+    coarse = offsets = None
+    if meta.mode == "write":
+        coarse = bg.warp_coarse(model, box, cfg, cshape)
+        if meta.apply:
+            offsets = bg.warp_offsets(coarse[0], coarse[2], coarse[1], box, cfg)
+    ref_specs = lists[3:6] if meta.has_ref else None
+    parts, crcs = [], []
+    for yi, start in enumerate(meta.starts):
+        image = _chunk(lists[0][yi], box, start)
+        local = slice(start, start + image.shape[0])
+        mask = _chunk(lists[1][yi], box, start)
+        variance = np.asarray(_chunk(lists[2][yi], box, start), dtype=np.float32)
+        if meta.mode == "write":
+            matched = bg.matched_rows(image, coarse, box, local, meta.apply, cfg, offsets)
+            crcs += store.write_rows(meta.vi, meta.pi, start, matched, mask, variance)
+        elif meta.mode == "stored":
+            matched = store.read_rows(meta.vi, meta.pi, "image", local, box.width)
+        else:
+            matched = _chunk(lists[-1][yi], box, start)
+        if not quality:
+            continue
+        cut = inner_part(box, meta.inner, local)
         if cut is None:
-            return QualityPartial()
+            parts.append(QualityPartial())
+            continue
         r, c, part = cut
         img = image[r, c]
-        bad = bad_pixels(mask[r, c], self.bits, img, variance[r, c])
-        if ref is not None:
-            r_img, r_var = ref[0][r, c], ref[2][r, c]
-            ref = (r_img, bad_pixels(ref[1][r, c], self.bits, r_img, r_var), r_var)
-        return quality_partial(matched[r, c], None if self.is_ref else img, bad, variance[r, c], ref, part,
-                               self.grid, self.cfg, self.cfg.replace(grid_statistic="MEAN"))
+        bad = bad_pixels(mask, bits.target, image, variance)[r, c]      # one pass over the chunk
+        ref = None
+        if meta.has_ref:
+            r_img, r_bad, r_var = _ref_block(ref_specs, yi, box, start, bits)
+            ref = (r_img[r, c], r_bad[r, c], r_var[r, c])
+        parts.append(quality_partial(matched[r, c], None if meta.is_ref else img, bad, variance[r, c], ref, part,
+                                     grid, cfg, noise_cfg))
+    if meta.mode == "write":
+        store.finish_warp(meta.vi, meta.pi, coarse[0], crcs)
+    return parts
 
 
-def _measure_of(tract: Tract, sol: Solution, key, n: int, bits: int, grid, cfg: MatchConfig):
-    """How to measure warp ``key`` (of ``n`` chunks): its :class:`_Measure`, and
-    the reference's chunks of image, mask and variance on its patch (None
-    for the reference's own warps and where the reference lacks the patch)."""
-    measure = _Measure(tract.boxes[key[1]], tract.skymap.inner_box(key[1]), bits, grid, cfg,
-                       key[0] == sol.reference)
-    ri, pi = tract.index((sol.reference, key[1]))
-    if key[0] == sol.reference or not tract.present[ri, pi]:
-        return measure, [[None] * n] * 3
-    return measure, [tract.blocks(plane, ri, pi) for plane in ("image", "mask", "variance")]
+def _stage_c(store, model, cfg: MatchConfig, cshape, grid, bits: BadBits, quality: bool, metas, *lists) -> list:
+    """Stage C on a group of consecutive warps of one visit (:func:`_stage_c_warp`
+    each); with ``quality``, the quality sums of their chunks in warp, then
+    row order (added up per visit by :func:`_visit_total`)."""
+    noise_cfg = cfg.replace(grid_statistic="MEAN") if quality else None
+    parts, k = [], 0
+    for meta in metas:
+        parts += _stage_c_warp(store, model, cfg, cshape, grid, bits, quality, meta, lists[k:k + meta.n_lists],
+                               noise_cfg)
+        k += meta.n_lists
+    return parts
 
 
-def _ref_rows(box: Box, start: int, image_spec, mask_spec, var_spec):
-    if image_spec is None:
-        return None
-    return tuple(_rows([spec], box, [start])[0] for spec in (image_spec, mask_spec, var_spec))
-
-
-def _write(store, vi, pi, box, rows, image_spec, mask_spec, var_spec, coarse, apply, cfg, finish,
-           measure: _Measure | None = None, ref_image=None, ref_mask=None, ref_var=None):
-    """Stage C on one chunk of one warp: the matched rows, its mask and
-    variance, written to the store; with ``finish`` also the warp's coarse
-    grid and its done flag (a warp of one chunk is one task). With
-    ``measure``, returns the chunk's quality sums (against the reference's
-    rows ``ref_*`` when given)."""
-    (image,) = _rows([image_spec], box, [rows.start])
-    (mask,) = _rows([mask_spec], box, [rows.start])
-    (variance,) = _rows([var_spec], box, [rows.start])
-    local = slice(rows.start, rows.start + image.shape[0])
-    matched = bg.matched_rows(image, coarse, box, local, apply, cfg)
-    variance = np.asarray(variance, dtype=np.float32)
-    crcs = store.write_rows(vi, pi, rows.start, matched, mask, variance)
-    if finish:
-        store.finish_warp(vi, pi, coarse[0], crcs)
-    quality = None
-    if measure is not None:
-        ref = _ref_rows(box, rows.start, ref_image, ref_mask, ref_var)
-        quality = measure.partial(local, image, mask, variance, matched, ref)
-    return crcs, quality
-
-
-def _quality(written):
-    """The quality sums of a block: from :func:`_write`'s (CRCs, sums), or as they are."""
-    return written[1] if isinstance(written, tuple) else written
-
-
-def _add_quality(a, b) -> QualityPartial:
-    return _quality(a) + _quality(b)
-
-
-def _visit_quality(total, *args):
-    return visit_quality(_quality(total), *args)
-
-
-def _visit_levels(total, *args):
-    return visit_levels(_quality(total), *args)
+def _visit_total(*groups) -> QualityPartial:
+    """A visit's quality sums: the fixed tree over all its chunks' sums (in
+    warp, then row order), whichever tasks measured them."""
+    return bg.tree_reduce([p for parts in groups for p in parts], QualityPartial.__add__)
 
 
 def _retarget(specs: list, layout) -> list:
@@ -614,126 +735,90 @@ def _mask_block(spec):
     return spec.padded()
 
 
-def _measure_stored(store, vi, pi, box, rows, image_spec, mask_spec, var_spec, measure: _Measure,
-                    ref_image=None, ref_mask=None, ref_var=None) -> QualityPartial:
-    """The quality sums of a chunk already written (a resumed run): the
-    matched rows read back from the store, the rest as :func:`_write` has them."""
-    (image,) = _rows([image_spec], box, [rows.start])
-    (mask,) = _rows([mask_spec], box, [rows.start])
-    (variance,) = _rows([var_spec], box, [rows.start])
-    local = slice(rows.start, rows.start + image.shape[0])
-    matched = store.read_rows(vi, pi, "image", local, box.width)
-    ref = _ref_rows(box, rows.start, ref_image, ref_mask, ref_var)
-    return measure.partial(local, image, mask, np.asarray(variance, dtype=np.float32), matched, ref)
-
-
 def _collect(seam, *figures):
     return seam, list(figures)
 
 
-def _finish(store, vi, pi, coarse, *written) -> None:
-    """Mark a warp done once all its chunks have landed (``written``: each
-    block's (CRCs, quality sums), in row order: the CRCs make the warp's checksum)."""
-    store.finish_warp(vi, pi, coarse[0], [c for crcs, _ in written for c in crcs])
+#: Rough costs of a stage-C warp (only to group tiny warps into one task).
+_C_NS_PER_PIXEL, _C_FIXED_MS = 120.0, 4.0
+
+
+def _stage_c_graph(g: _Graph, tract: Tract, cfg: MatchConfig, sol: Solution, modes: dict, quality: bool,
+                   store=None, matched_name: str | None = None) -> tuple[list, dict]:
+    """Per visit, tasks over aligned groups of its warps (``modes``: warp ->
+    mode, visit-major order); returns the tasks with a warp to write and,
+    per visit, its tasks' keys in order (the leaves of its quality tree)."""
+    grid, bits = _common(tract, cfg)
+    cshape = coarse_shape(tract.skymap.width, tract.skymap.height, cfg.binning)
+    size = group_size(_leaf_ms(tract, _C_NS_PER_PIXEL, _C_FIXED_MS))
+    ends, leaves = [], {}
+    for v in tract.visits:
+        keys = [k for k in tract.keys_of[v] if k in modes]
+        if not keys:
+            continue
+        vi = tract._vidx[v]
+        writes = any(modes[k] == "write" for k in keys)
+        model = g.ref(g.data(g.key("model", vi), sol.models[v])) if writes else None
+        for gi, idx in enumerate(aligned_groups(len(keys), size)):
+            metas, lists = [], []
+            for i in idx:
+                meta, ls = _warp_c(tract, sol, keys[i], modes[keys[i]], quality, matched_name)
+                metas.append(meta)
+                lists += [g.seq(x) for x in ls]
+            key = g.task(g.key("warps", vi, gi), _stage_c, store, model, cfg, cshape, grid, bits, quality,
+                         tuple(metas), *lists)
+            leaves.setdefault(v, []).append(key)
+            if any(m.mode == "write" for m in metas):
+                ends.append(key)
+    return ends, leaves
 
 
 def write_graph(tract: Tract, cfg: MatchConfig, sol: Solution, store, keys, *,
                 quality: bool = True) -> tuple[Any, list, Any]:
     """Tasks writing the matched warps ``keys`` into ``store``; returns the
-    graph, one key per warp (done when that warp is done), and the key of
-    the match's quality (None with ``quality=False``).
+    graph, the keys of the tasks that write (each done when its warps are
+    done), and the key of the match's quality (None with ``quality=False``).
 
-    The quality (:mod:`bgdask.quality`) is measured by the same tasks, on
-    the rows they write (and on the reference's rows of the same patch);
-    warps already done (a resumed run) are measured from the store. Its key
-    holds (the seam map, a :class:`~bgdask.quality.VisitQuality` per visit
-    with warps); the partials add per visit, and the visits' levels combine,
-    in fixed trees."""
+    One task per warp (one chunk after another) or, for tiny warps, per
+    aligned group of consecutive warps of a visit. The quality
+    (:mod:`bgdask.quality`) is measured by the same tasks, on the rows they
+    write (and on the reference's rows of the same patch); warps already done
+    (a resumed run) are measured from the store. Its key holds (the seam map,
+    a :class:`~bgdask.quality.VisitQuality` per visit with warps); per visit a
+    fixed tree adds the warps' sums (each the fixed tree over its chunks),
+    and a fixed tree over the visits combines their levels."""
     g = _Graph(tract, "write", cfg_token(cfg, sol.reference, store.path, quality))
-    coarse_keys = _coarse_layer(g, tract, cfg, sol, keys)
-    grid, bits = _common(tract, cfg)
     todo = set(keys)
-    ends, leaves = [], {}
-    for key in tract.keys:
-        if key not in todo and not quality:
-            continue
-        vi, pi = tract.index(key)
-        box = tract.boxes[key[1]]
-        specs = [tract.blocks(plane, vi, pi) for plane in ("image", "mask", "variance")]
-        specs[1] = _retarget(specs[1], sol.mask_planes)
-        n = sum(1 for y0 in tract.row_starts if y0 < box.height)
-        measure, ref_specs = (None, [[None] * n] * 3)
-        if quality:
-            measure, ref_specs = _measure_of(tract, sol, key, n, bits, grid, cfg)
-        blocks = []
-        for yi in range(n):
-            refs = (ref_specs[0][yi], ref_specs[1][yi], ref_specs[2][yi])
-            if key in todo:
-                blocks.append(g.task(g.key("rows", vi, pi, yi), _write, store, vi, pi, box, tract.rows_of(yi),
-                                     specs[0][yi], specs[1][yi], specs[2][yi], g.ref(coarse_keys[key]),
-                                     sol.matches(key), cfg, n == 1, measure, *refs))
-            else:
-                blocks.append(g.task(g.key("measure", vi, pi, yi), _measure_stored, store, vi, pi, box,
-                                     tract.rows_of(yi), specs[0][yi], specs[1][yi], specs[2][yi], measure, *refs))
-        leaves.setdefault(key[0], []).extend(blocks)
-        if key not in todo:
-            continue
-        if n == 1:
-            ends.append(blocks[0])
-        else:
-            ends.append(g.task(g.key("done", vi, pi), _finish, store, vi, pi, g.ref(coarse_keys[key]),
-                               *[g.ref(k) for k in blocks]))
+    modes = {k: ("write" if k in todo else "stored") for k in tract.keys if quality or k in todo}
+    ends, leaves = _stage_c_graph(g, tract, cfg, sol, modes, quality, store)
     if not quality:
         return g.graph(), ends, None
+    grid, _ = _common(tract, cfg)
     return g.graph(), ends, _quality_trees(g, tract, grid, cfg, leaves)
 
 
 def _quality_trees(g: _Graph, tract: Tract, grid, cfg: MatchConfig, leaves: dict) -> tuple:
-    """Per visit a tree over its blocks' quality partials (``leaves``: visit
-    -> keys in patch, then row order), its figures and levels; a tree over
-    the visits' levels; the key of (seam map, figures)."""
+    """Per visit a tree over its tasks' quality sums (``leaves``: visit ->
+    keys in warp order), its figures and levels; a tree over the visits'
+    levels; the key of (seam map, figures)."""
     figures, levels = [], []
     for v, blocks in leaves.items():
         vi = tract._vidx[v]
-        total = g.tree("quality", (vi,), blocks, _add_quality)
-        figures.append(g.task(g.key("visit-quality", vi), _visit_quality, g.ref(total), grid, cfg, v))
-        levels.append(g.task(g.key("levels", vi), _visit_levels, g.ref(total), grid, cfg))
+        total = g.task(g.key("visit-sums", vi), _visit_total, *[g.ref(k) for k in blocks])
+        figures.append(g.task(g.key("visit-quality", vi), visit_quality, g.ref(total), grid, cfg, v))
+        levels.append(g.task(g.key("levels", vi), visit_levels, g.ref(total), grid, cfg))
     spread = g.tree("spread", (), levels, Spread.__add__)
     seam = g.task(g.key("seam"), seam_map, g.ref(spread))
     return g.task(g.key("quality"), _collect, g.ref(seam), *[g.ref(k) for k in figures])
-
-
-def _measure_chunk(box, rows, image_spec, mask_spec, var_spec, chunk, measure: _Measure,
-                   ref_image=None, ref_mask=None, ref_var=None) -> QualityPartial:
-    """The quality sums of one chunk of a matched image held as a Dask array."""
-    (image,) = _rows([image_spec], box, [rows.start])
-    (mask,) = _rows([mask_spec], box, [rows.start])
-    (variance,) = _rows([var_spec], box, [rows.start])
-    local = slice(rows.start, rows.start + image.shape[0])
-    matched = np.asarray(chunk)[0, 0, : image.shape[0], : box.width]
-    ref = _ref_rows(box, rows.start, ref_image, ref_mask, ref_var)
-    return measure.partial(local, image, mask, np.asarray(variance, dtype=np.float32), matched, ref)
 
 
 def quality_graph(tract: Tract, cfg: MatchConfig, sol: Solution, matched) -> tuple[Any, Any]:
     """The quality of a match (as :func:`write_graph` measures it) from its
     matched image ``matched``, a Dask array chunked like the collection's
     image: returns the graph and the key of (seam map, figures)."""
-    from ._compat import TaskRef
-
     g = _Graph(tract, "quality", cfg_token(cfg, sol.reference, matched.name))
-    grid, bits = _common(tract, cfg)
-    leaves = {}
-    for key in tract.keys:
-        vi, pi = tract.index(key)
-        box = tract.boxes[key[1]]
-        specs = [tract.blocks(plane, vi, pi) for plane in ("image", "mask", "variance")]
-        n = sum(1 for y0 in tract.row_starts if y0 < box.height)
-        measure, ref_specs = _measure_of(tract, sol, key, n, bits, grid, cfg)
-        for yi in range(n):
-            leaves.setdefault(key[0], []).append(
-                g.task(g.key("measure", vi, pi, yi), _measure_chunk, box, tract.rows_of(yi), specs[0][yi],
-                       specs[1][yi], specs[2][yi], TaskRef((matched.name, vi, pi, yi, 0)), measure,
-                       ref_specs[0][yi], ref_specs[1][yi], ref_specs[2][yi]))
+    grid, _ = _common(tract, cfg)
+    modes = {k: "given" for k in tract.keys}
+    _, leaves = _stage_c_graph(g, tract, cfg, sol, modes, True, matched_name=matched.name)
     done = _quality_trees(g, tract, grid, cfg, leaves)
     return g.graph(matched), done

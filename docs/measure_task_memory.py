@@ -70,14 +70,18 @@ def main() -> None:
     # stage C as bgdask match runs it: the matched rows and their quality sums
     # (bgdask.quality), against the reference's rows of the patch (3 more
     # input planes of 1024 rows: 52 MB)
-    from bgdask.stages import _Measure
+    from bgdask.quality import inner_part, quality_partial
 
-    measure = _Measure(box, sm.inner_box(4), bits, grid, cfg, is_ref=False)
-    ref_rows = (a.image[rows], a.mask[rows], a.variance[rows])
+    r, c, part = inner_part(box, sm.inner_box(4), rows)
+    noise_cfg = cfg.replace(grid_statistic="MEAN")
 
     def with_quality():
+        # as bgdask.stages._stage_c_warp measures one chunk
         matched = bg.matched_rows(b.image[rows], coarse, box, rows, True, cfg)
-        return measure.partial(rows, b.image[rows], b.mask[rows], b.variance[rows], matched, ref_rows)
+        bad = bad_pixels(b.mask[rows], bits, b.image[rows])[r, c]
+        ref = (a.image[rows][r, c], bad_pixels(a.mask[rows], bits, a.image[rows])[r, c], a.variance[rows][r, c])
+        return quality_partial(matched[r, c], b.image[rows][r, c], bad, b.variance[rows][r, c], ref, part, grid,
+                               cfg, noise_cfg)
 
     peak("stage C matched_rows + quality sums, 1024 rows", with_quality)
 

@@ -35,3 +35,18 @@ def test_canonical_layout():
     planes = canonical_planes([{"SAT": 5, "FOO": 0}, {"BAD": 2, "NO_DATA": 9}])
     assert list(planes) == ["BAD", "SAT", "EDGE", "NO_DATA", "FOO"]
     assert plane_bits(planes, ["BAD", "NO_DATA", "MISSING"]) == (1 << 0) | (1 << 3)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_bad_pixels_need_no_remap(seed):
+    """The bad pixels of a raw mask with bad_bits_of equal those of the remapped mask."""
+    from bgdask.masks import bad_bits_of
+
+    rng = np.random.default_rng(100 + seed)
+    names = [f"P{i}" for i in range(rng.integers(1, 20))]
+    layout = dict(zip(names, rng.permutation(32)[: len(names)].tolist()))
+    target = dict(zip(names[: max(1, len(names) - 2)], rng.permutation(31)[: len(names)].tolist()))
+    wanted = list(rng.choice(names + ["MISSING"], size=3))
+    mask = rng.integers(-2**31, 2**31, size=(31, 7), dtype=np.int64).astype(np.int32)
+    via_remap = (remap_mask(mask, layout, target) & plane_bits(target, wanted)) != 0
+    np.testing.assert_array_equal((mask & bad_bits_of(layout, target, wanted)) != 0, via_remap)

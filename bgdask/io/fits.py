@@ -510,15 +510,15 @@ def _read_plain(header: WarpHeader, plane: str, rows: slice) -> np.ndarray:
     n = max(stop - start, 0)
     dtype = np.dtype(_BIG_ENDIAN[bitpix])
     row_bytes = header.width * dtype.itemsize
+    raw = np.empty((n, header.width), dtype=dtype)
     try:
         with open_regular(header.path) as fh:
             fh.seek(offset + start * row_bytes)
-            buf = fh.read(n * row_bytes)
+            got = fh.readinto(memoryview(raw.reshape(-1)).cast("B")) if raw.size else 0
     except OSError as exc:
         raise InputError(f"{header.path}: cannot read the {plane.upper()} plane ({exc})") from None
-    if len(buf) != n * row_bytes:
+    if got != n * row_bytes:
         raise InputError(f"{header.path}: truncated: the {plane.upper()} plane ends early")
-    raw = np.frombuffer(buf, dtype=dtype).reshape(n, header.width)
     if bzero or bscale != 1:
         if bitpix > 0 and bscale == 1 and float(bzero).is_integer():
             return (raw.astype(np.int64) + int(bzero)).astype(PLANE_DTYPES[plane])

@@ -33,6 +33,8 @@ __all__ = [
     "smooth_gappy",
     "linear_resample",
     "separable_interpolate",
+    "Interpolant",
+    "Separable",
 ]
 
 
@@ -72,28 +74,45 @@ def interpolate_1d(
     ``y`` may be 2-D, shape (len(x), m): every column is interpolated at
     once and the result has shape (len(xq), m).
     """
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
-    xq = np.asarray(xq, dtype=np.float64)
-    if x.ndim != 1 or y.shape[0] != x.shape[0]:
-        raise ValueError("x must be 1-D and match y's first axis")
-    if x.size > 1 and not np.all(np.diff(x) > 0):
-        raise ValueError("x must be strictly increasing")
-    style = effective_style(style, x.size, reduce_order)
-    if style in ("NONE", "CONSTANT"):
-        return _nearest(x, y, xq)
-    if style == "LINEAR":
-        interp = _Linear(x, y)
-    elif style == "NATURAL_SPLINE":
-        interp = CubicSpline(x, y, axis=0, bc_type="natural", extrapolate=True)
-    else:
-        interp = Akima1DInterpolator(x, y, axis=0, extrapolate=True)
-    out = _evaluate(interp, xq)
-    lo, hi = xq < x[0], xq > x[-1]
-    for mask, xe in ((lo, x[0]), (hi, x[-1])):
-        if np.any(mask):
-            out[mask] = _extrapolate(interp, xe, xq[mask], extrapolation)
-    return out
+    return Interpolant(x, y, style, extrapolation, reduce_order)(xq)
+
+
+class Interpolant:
+    """Samples ``y`` at increasing ``x`` (``y`` 1-D or (len(x), m)) made
+    ready to interpolate, so that several calls share the work of building
+    the interpolant: ``Interpolant(x, y, ...)(xq)`` is ``interpolate_1d(x, y, xq, ...)``,
+    bit for bit."""
+
+    def __init__(self, x, y, style: str = "AKIMA_SPLINE", extrapolation: str = "quadratic",
+                 reduce_order: bool = True):
+        x = np.asarray(x, dtype=np.float64)
+        y = np.asarray(y, dtype=np.float64)
+        if x.ndim != 1 or y.shape[0] != x.shape[0]:
+            raise ValueError("x must be 1-D and match y's first axis")
+        if x.size > 1 and not np.all(np.diff(x) > 0):
+            raise ValueError("x must be strictly increasing")
+        self.x, self.y, self.extrapolation = x, y, extrapolation
+        self.style = style = effective_style(style, x.size, reduce_order)
+        if style in ("NONE", "CONSTANT"):
+            self.interp = None
+        elif style == "LINEAR":
+            self.interp = _Linear(x, y)
+        elif style == "NATURAL_SPLINE":
+            self.interp = CubicSpline(x, y, axis=0, bc_type="natural", extrapolate=True)
+        else:
+            self.interp = Akima1DInterpolator(x, y, axis=0, extrapolate=True)
+
+    def __call__(self, xq) -> np.ndarray:
+        x, interp = self.x, self.interp
+        xq = np.asarray(xq, dtype=np.float64)
+        if interp is None:
+            return _nearest(x, self.y, xq)
+        out = _evaluate(interp, xq)
+        lo, hi = xq < x[0], xq > x[-1]
+        for mask, xe in ((lo, x[0]), (hi, x[-1])):
+            if np.any(mask):
+                out[mask] = _extrapolate(interp, xe, xq[mask], self.extrapolation)
+        return out
 
 
 def _evaluate(interp, xq: np.ndarray) -> np.ndarray:
@@ -268,5 +287,20 @@ def separable_interpolate(
 ) -> np.ndarray:
     """Interpolate a fully defined grid (len(yc), len(xc)) to the points
     ``yq`` x ``xq``: along rows (x) first, then along columns (y)."""
-    rows = interpolate_1d(xc, grid.T, xq, style, extrapolation, reduce_order)  # (len(xq), len(yc))
-    return interpolate_1d(yc, rows.T, yq, style, extrapolation, reduce_order)  # (len(yq), len(xq))
+    return Separable(grid, xc, yc, xq, style, extrapolation, reduce_order)(yq)
+
+
+class Separable:
+    """:func:`separable_interpolate` of a grid to the columns ``xq``, made
+    ready for any rows: the pass along x and the interpolant along y are
+    built once; ``Separable(grid, xc, yc, xq, ...)(yq)`` is
+    ``separable_interpolate(grid, xc, yc, xq, yq, ...)``, bit for bit, for
+    every part of ``yq`` (each row is evaluated on its own)."""
+
+    def __init__(self, grid, xc, yc, xq, style: str = "AKIMA_SPLINE", extrapolation: str = "quadratic",
+                 reduce_order: bool = True):
+        rows = interpolate_1d(xc, grid.T, xq, style, extrapolation, reduce_order)  # (len(xq), len(yc))
+        self._along_y = Interpolant(yc, rows.T, style, extrapolation, reduce_order)
+
+    def __call__(self, yq) -> np.ndarray:
+        return self._along_y(yq)  # (len(yq), len(xq))

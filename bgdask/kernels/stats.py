@@ -296,7 +296,7 @@ def _build_cell_row(image, bad, ry0, ry1, ex, usedx, lo, inv, nb, zb,
     do not count follow, in the sentinel bin nb + 2); binA[cx, b] and
     binB[cx, b] hold sum(x - zb[b]) and sum((x - zb[b])**2) for b = 1..nb."""
     nbf = float(nb)
-    sentinel = nb + 2
+    sentinel = np.int32(nb + 2)
     pos = 0
     for cx in range(ex.size - 1):
         cstart[cx] = pos
@@ -304,21 +304,27 @@ def _build_cell_row(image, bad, ry0, ry1, ex, usedx, lo, inv, nb, zb,
             continue
         c0 = ex[cx]
         c1 = ex[cx + 1]
-        cnt[:] = 0
+        w = c1 - c0
         i = 0
+        # values and bins first (a loop the compiler vectorizes), then the
+        # counts per bin: the same numbers as one fused loop, faster
         for r in range(ry0, ry1):
             row = image[r]
             brow = bad[r]
-            for c in range(c0, c1):
-                v = np.float64(row[c])
-                ok = (v - v == 0.0) & (not brow[c])
-                b = _bin(v, lo, inv, nbf)
-                b = b if ok else sentinel
-                tv[i] = v
-                tb[i] = b
-                cnt[b] += 1
-                i += 1
+            for k in range(w):
+                v = np.float64(row[c0 + k])
+                ok = (v - v == 0.0) & (not brow[c0 + k])
+                t = (v - lo) * inv  # _bin, inlined
+                t = t if t < nbf else nbf
+                t = t if t > -1.0 else -1.0
+                b = np.int32(t + 1.0)
+                tv[i + k] = v
+                tb[i + k] = b if ok else sentinel
+            i += w
         area = i
+        cnt[:] = 0
+        for j in range(area):
+            cnt[tb[j]] += 1
         o = off[cx]
         acc = 0
         for b in range(nb + 3):
@@ -782,18 +788,48 @@ def superpixel_stats(image, bad, x0, y0, grid_shape, x_bin, y_bin, *, window_sca
     return SuperpixelBlock(S, N, V, iy0, ix0)
 
 
+@njit(**_JIT)
+def _bad_pixels(mask, bits, image, has_image, variance, has_variance, out):
+    for i in range(mask.size):
+        b = (mask[i] & bits) != 0
+        if has_image:
+            x = np.float64(image[i])
+            b = b | (not (x - x == 0.0))
+        if has_variance:
+            b = b | (np.float64(variance[i]) <= 0.0)
+        out[i] = b
+
+
+def _compiled_plane(a) -> bool:
+    return a is None or (a.dtype in (np.float32, np.float64) and a.dtype.isnative and a.flags.c_contiguous)
+
+
 def bad_pixels(mask, bad_bits: int, image=None, variance=None) -> np.ndarray:
     """Excluded pixels: ``(mask & bad_bits) != 0``, non-finite ``image``, or
-    zero or negative ``variance`` (a NaN variance alone does not exclude)."""
+    zero or negative ``variance`` (a NaN variance alone does not exclude).
+
+    One compiled pass for an int32 mask (and float32/float64 planes), the
+    NumPy expressions otherwise."""
     mask = np.asarray(mask)
-    bad = (mask & bad_bits) != 0
+    image = None if image is None else np.asarray(image)
+    variance = None if variance is None else np.asarray(variance)
     for plane, name in ((image, "image"), (variance, "variance")):
-        if plane is not None and np.shape(plane) != mask.shape:
-            raise ValueError(f"{name} has shape {np.shape(plane)}, mask has shape {mask.shape}")
+        if plane is not None and plane.shape != mask.shape:
+            raise ValueError(f"{name} has shape {plane.shape}, mask has shape {mask.shape}")
+    fast = (mask.dtype == np.int32 and mask.flags.c_contiguous and -2**31 <= bad_bits < 2**31
+            and _compiled_plane(image) and _compiled_plane(variance))
+    if fast and mask.size:
+        out = np.empty(mask.shape, dtype=np.bool_)
+        none = np.zeros(1, dtype=np.float32)
+        _bad_pixels(mask.reshape(-1), np.int32(bad_bits), none if image is None else image.reshape(-1),
+                    image is not None, none if variance is None else variance.reshape(-1), variance is not None,
+                    out.reshape(-1))
+        return out
+    bad = (mask & bad_bits) != 0
     if image is not None:
-        bad |= ~np.isfinite(np.asarray(image))
+        bad |= ~np.isfinite(image)
     if variance is not None:
-        bad |= np.asarray(variance) <= 0
+        bad |= variance <= 0
     return bad
 
 
@@ -831,7 +867,7 @@ def warm_up(announce=None, after: float = 1.0) -> None:
         try:
             for dtype in (np.float32, np.float64):
                 image = np.zeros((4, 4), dtype=dtype)
-                superpixel_stats(image, np.zeros((4, 4), dtype=bool), 0, 0, (2, 2), 2, 2)
+                superpixel_stats(image, bad_pixels(np.zeros((4, 4), np.int32), 1, image), 0, 0, (2, 2), 2, 2)
         finally:
             if timer is not None:
                 timer.cancel()
