@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common
 
 GOAL_S = 20.0
-NOTE = "compiling the statistics kernels once"
+NOTE = "compiling bgdask's kernels once"
 
 
 def demo(out: Path, cache: Path) -> tuple[float, bool]:

@@ -842,12 +842,34 @@ _WARM_LOCK = __import__("threading").Lock()
 _WARM = False
 
 
-def warm_up(announce=None, after: float = 1.0) -> None:
-    """Compile the statistics kernel for float32 and float64 images, or load
-    it from numba's on-disk cache, once per process.
+def _exercise_kernels() -> None:
+    """Call every compiled kernel a worker runs, with each argument type the
+    stages give it (float32 and float64 images and variances), on tiny arrays."""
+    from .centroid import window_sums
+    from .interp import _ppoly_eval
+    from .pixels import bin_counts, bit_tables, remap_bits
+
+    mask = np.zeros((4, 4), np.int32)
+    remap_bits(mask, bit_tables([(0, 1)]))
+    for dtype in (np.float32, np.float64):
+        image = np.zeros((4, 4), dtype=dtype)
+        for var_dtype in (np.float32, np.float64):
+            bad = bad_pixels(mask, 1, image, np.ones((4, 4), dtype=var_dtype))
+        superpixel_stats(image, bad, 0, 0, (2, 2), 2, 2)
+        window_sums(image, bad, 0, 0, (2, 2), 2, 2)
+        window_sums(image, bad, 0, 0, (2, 2), 2, 2, plane=np.ones((4, 4)))
+    bin_counts(bad, bad, np.zeros(4, np.int64), np.zeros(4, np.int64), (1, 1))
+    bin_counts(bad, None, np.zeros(4, np.int64), np.zeros(4, np.int64), (1, 1))
+    _ppoly_eval(np.zeros((2, 1, 1)), np.array([0.0, 1.0]), np.array([0.5]), np.empty((1, 1)))
+
+
+def warm_up(announce=None, after: float = 3.0) -> None:
+    """Compile every kernel the workers run (statistics, bad pixels, mask
+    bits, window sums, interpolation) for the argument types they see, or
+    load them from numba's on-disk cache, once per process.
 
     Call it in the client before work is submitted: the first call after an
-    install compiles (about 20 s) and writes numba's cache, which worker
+    install compiles (30 to 50 s on a 2-core machine) and writes numba's cache, which worker
     processes then load instead of all compiling at once. ``announce(text)``
     is called if the call is still running after ``after`` seconds (that is,
     compiling). Thread-safe; later calls return at once.
@@ -861,13 +883,11 @@ def warm_up(announce=None, after: float = 1.0) -> None:
         timer = None
         if announce is not None:
             timer = threading.Timer(after, announce,
-                                    ("compiling the statistics kernels once (after an install: about 20 s)",))
+                                    ("compiling bgdask's kernels once (after an install: up to a minute)",))
             timer.daemon = True
             timer.start()
         try:
-            for dtype in (np.float32, np.float64):
-                image = np.zeros((4, 4), dtype=dtype)
-                superpixel_stats(image, bad_pixels(np.zeros((4, 4), np.int32), 1, image), 0, 0, (2, 2), 2, 2)
+            _exercise_kernels()
         finally:
             if timer is not None:
                 timer.cancel()
