@@ -294,7 +294,8 @@ def _make_local(options: ClusterOptions):
     try:
         # the nanny hands its configuration to the worker process it starts
         # Dask's MALLOC_TRIM_THRESHOLD_=65536 makes every large NumPy temporary
-        # page-fault in afresh: a third of the workers' CPU time (BENCHMARKS.md)
+        # page-fault in afresh: a third of the workers' CPU time (round one,
+        # `python benchmarks/bench_pipeline.py --glibc-malloc` against the default)
         with dask.config.set({"distributed.worker.preload": ["bgdask._worker_preload"],
                               "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
             return LocalCluster(**kwargs)

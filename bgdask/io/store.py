@@ -767,7 +767,7 @@ class Store:
                     if isinstance(ds[name].data, da.Array)}
         for name in PLANES:
             # lz4 with byte shuffle: 3.6x faster to write than zarr's default
-            # zstd for a slightly better ratio on warps (BENCHMARKS.md)
+            # zstd for a slightly better ratio on warps (measured in round one)
             encoding[name]["compressors"] = [BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")]
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         try:
