@@ -351,17 +351,50 @@ def graph_a(tract: Tract, cfg: MatchConfig):
     g = _Graph(tract, "a", cfg_token(cfg))
     ys = tract.row_starts
     figs = []
+    size = group_size(_leaf_ms(tract, *_A_COST))
     for v in tract.visits:
-        leaves = []
+        calls = []
         for key in tract.keys_of[v]:
             vi, pi = tract.index(key)
-            leaves.append(g.task(g.key("warp", vi, pi), _leaf_a, key, *g.planes(vi, pi, *READ_PLANES),
-                                 tract.boxes[key[1]], ys, bits, grid, cfg))
-        if not leaves:
+            calls.append((("warp", vi, pi), _leaf_a, (key, *g.planes(vi, pi, *READ_PLANES), tract.boxes[key[1]],
+                                                    ys, bits, grid, cfg)))
+        if not calls:
             continue
+        leaves = _leaves(g, tract._vidx[v], calls, size)
         total = g.tree("sum", (tract._vidx[v],), leaves)
         figs.append(g.task(g.key("criteria", tract._vidx[v]), visit_criteria, g.ref(total), grid, cfg, v))
     return g.graph(), figs
+
+
+#: Rough costs of a stage-A and a stage-B leaf (ns per pixel of the largest
+#: warp, fixed ms): only to group tiny warps, several to a task.
+_A_COST, _B_COST = (30.0, 1.5), (50.0, 4.0)
+
+
+def _leaves(g: _Graph, vi: int, calls: list, size: int) -> list:
+    """The leaves of visit ``vi``'s sum tree: one task per call ((kind, *index),
+    function, arguments) or, with ``size`` > 1, one per aligned group of
+    ``size`` consecutive calls, which sums its calls' partials in the same
+    fixed tree (an aligned group of 2^k leaves is a subtree of the visit's
+    tree, so the totals are bitwise the same)."""
+    if size == 1:
+        return [g.task(g.key(*name), fn, *args) for name, fn, args in calls]
+    out = []
+    for gi, idx in enumerate(aligned_groups(len(calls), size)):
+        group = [calls[i] for i in idx]
+        out.append(g.task(g.key("leaves", vi, gi), _group_of_leaves, tuple(fn for _, fn, _ in group),
+                          tuple(len(args) for _, _, args in group), *[a for _, _, args in group for a in args]))
+    return out
+
+
+def _group_of_leaves(fns, counts, *args) -> "bg.Partial":
+    """Several leaves in one task: ``fns[i]`` on its ``counts[i]`` arguments,
+    the partials summed in the fixed tree."""
+    parts, k = [], 0
+    for fn, n in zip(fns, counts):
+        parts.append(fn(*args[k:k + n]))
+        k += n
+    return bg.tree_reduce(parts, bg.Partial.__add__)
 
 
 def stage_b(tract: Tract, cfg: MatchConfig, ref: int, executor) -> tuple[dict, dict, dict]:
@@ -400,10 +433,11 @@ def graph_b(tract: Tract, cfg: MatchConfig, ref: int):
     present = set(tract.keys)
     leaf_b = _leaf_b_sums if cfg.value_placement == "centroid" else _leaf_b
     jobs, order, read_refs = [], [], set()
+    size = group_size(_leaf_ms(tract, *_B_COST))
     for v in tract.visits:
         if v == ref:
             continue
-        leaves = []
+        calls = []
         for key in tract.keys_of[v]:
             vi, pi = tract.index(key)
             box = tract.boxes[key[1]]
@@ -412,15 +446,14 @@ def graph_b(tract: Tract, cfg: MatchConfig, ref: int):
             own = g.planes(vi, pi, *READ_PLANES)
             if ref_key in present:
                 ri, _ = tract.index(ref_key)
-                leaves.append(g.task(g.key("diff", vi, pi), leaf_b, ref_key, *g.planes(ri, pi, *READ_PLANES),
-                                     key, *own, box, ys, bits, grid, cfg, inner))
+                calls.append((("diff", vi, pi), leaf_b, (ref_key, *g.planes(ri, pi, *READ_PLANES), key, *own, box,
+                                                        ys, bits, grid, cfg, inner)))
                 read_refs.add(ref_key)
             else:
-                leaves.append(g.task(g.key("count", vi, pi), _leaf_count, key, *own, box, ys, bits, grid, cfg,
-                                     inner))
-        if not leaves:
+                calls.append((("count", vi, pi), _leaf_count, (key, *own, box, ys, bits, grid, cfg, inner)))
+        if not calls:
             continue
-        total = g.tree("sum", (tract._vidx[v],), leaves)
+        total = g.tree("sum", (tract._vidx[v],), _leaves(g, tract._vidx[v], calls, size))
         jobs.append(g.task(g.key("model", tract._vidx[v]), bg.visit_model, g.ref(total), grid, cfg, v))
         order.append(v)
     rest = []
