@@ -93,7 +93,7 @@ def main() -> None:
         # -- stages A and B with and without reading the variance
         original = stages._image_and_bad
 
-        def without_variance(key, image_blocks, mask_blocks, var_blocks, box, y_starts, bits):
+        def without_variance(key, image_blocks, mask_blocks, var_blocks, box, y_starts, bits, notes=True):
             # stages._planes_and_bad without reading or testing the variance
             image = stages._whole(image_blocks, box, y_starts)
             spec = stages._one_source(mask_blocks)

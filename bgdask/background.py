@@ -256,6 +256,16 @@ class VisitModel:
     extrap_frac: float = float("nan")  # see extrapolated_fraction
 
     @classmethod
+    def of(cls, visit: int, model: np.ndarray, values: np.ndarray, n_good: int, fit_rms: float,
+           **figures) -> "VisitModel":
+        """A visit's model with its mean and RMS over ``values`` (the model at
+        its good superpixels; 0 without any) and the other ``figures``."""
+        return cls(visit=visit, model=model, n_good=n_good,
+                   model_mean=float(np.mean(values)) if values.size else 0.0,
+                   model_rms=float(np.sqrt(np.mean(values * values))) if values.size else 0.0,
+                   fit_rms=fit_rms, **figures)
+
+    @classmethod
     def zero(cls, visit: int, shape, status: str) -> "VisitModel":
         return cls(visit, np.zeros(shape), 0, 0.0, 0.0, 0.0, status,
                    extrap_frac=0.0 if status == "reference" else float("nan"))
@@ -293,16 +303,9 @@ def difference_model(
         model = _centroid_model(acc, grid_shape, cfg, visit)
         return model if overlap is None else replace(model, extrap_frac=extrapolated_fraction(overlap, grid_shape, cfg))
     st = stats_image(acc, grid_shape, cfg, label)
-    m = st.values[st.good]
-    return VisitModel(
-        visit=visit,
-        model=st.values,
-        n_good=st.n_good,
-        model_mean=float(np.mean(m)),
-        model_rms=float(np.sqrt(np.mean(m * m))),
-        fit_rms=cross_validated_rms(st, cfg, label),
-        extrap_frac=float("nan") if overlap is None else extrapolated_fraction(overlap, grid_shape, cfg),
-    )
+    return VisitModel.of(visit, st.values, st.values[st.good], st.n_good, cross_validated_rms(st, cfg, label),
+                         extrap_frac=float("nan") if overlap is None else extrapolated_fraction(overlap, grid_shape,
+                                                                                                cfg))
 
 
 #: The folds of :func:`cross_validated_rms`: superpixel (ix, iy) is in fold (ix + iy) % CV_FOLDS.
@@ -390,19 +393,12 @@ def _centroid_model(acc: Accumulator, grid_shape, cfg: MatchConfig, visit: int) 
                             smoothness=cfg.global_smoothness)
     recentred = Accumulator(np.where(good, moved * dense.N, dense.S), dense.N, dense.V)
     st = stats_image(recentred, grid_shape, cfg, f"visit {visit}")
-    m = st.values[st.good]
     ok = good & np.isfinite(cx) & np.isfinite(cy)
     j, i, nodes, wts = stencils(ok, cfg.x_bin, cfg.y_bin, cx, cy)
     at_centroid = np.sum(np.where(nodes >= 0, st.values.ravel()[np.maximum(nodes, 0)] * wts, 0.0), axis=1)
     resid = binned[j, i] - at_centroid
-    return VisitModel(
-        visit=visit,
-        model=st.values,
-        n_good=st.n_good,
-        model_mean=float(np.mean(m)),
-        model_rms=float(np.sqrt(np.mean(m * m))),
-        fit_rms=float(np.sqrt(np.mean(resid * resid))) if resid.size else 0.0,
-    )
+    return VisitModel.of(visit, st.values, st.values[st.good], st.n_good,
+                         float(np.sqrt(np.mean(resid * resid))) if resid.size else 0.0)
 
 
 # -- step 6: offsets ------------------------------------------------------------

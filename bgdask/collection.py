@@ -23,7 +23,7 @@ import numpy as np
 
 from .geometry import Box, SkyMap
 from .io.catalog import Catalog, find_warps, from_warps
-from .io.warp import PLANE_DTYPES, PLANE_FILL, PLANES, WarpSource
+from .io.warp import PLANE_DTYPES, PLANE_FILL, PLANES, WarpSource, grid_coords
 from .masks import remap_mask, unnamed_bits
 
 __all__ = ["open_warps", "BlockRead", "read_block", "ReadLayer", "REQUIRED_VARIABLES"]
@@ -163,14 +163,7 @@ def open_warps(source, skymap: SkyMap | str | os.PathLike | None = None,
         data_vars[plane] = (("visit", "patch", "y", "x"), arr)
     data_vars["present"] = (("visit", "patch"), present)
     boxes = [sm.outer_box(p) for p in patches]
-    coords = {
-        "visit": np.asarray(visits, dtype=np.int64),
-        "patch": np.asarray(patches, dtype=np.int64),
-        "x0": ("patch", np.array([b.x0 for b in boxes], dtype=np.int64)),
-        "y0": ("patch", np.array([b.y0 for b in boxes], dtype=np.int64)),
-        "width": ("patch", np.array([b.width for b in boxes], dtype=np.int64)),
-        "height": ("patch", np.array([b.height for b in boxes], dtype=np.int64)),
-    }
+    coords = grid_coords(visits, patches, boxes)
     attrs = {"mask_planes": target, "skymap": sm.to_dict(), "source": catalog.source}
     if sm.tract is not None:
         attrs["tract"] = sm.tract

@@ -185,8 +185,8 @@ class PairSums:
 
 
 def _leaf_pair(u, u_image, u_mask, u_var, v, v_image, v_mask, v_var, box, y_starts, bad_bits, grid, cfg):
-    iu, var_u, bu, _ = _planes_and_bad(u, u_image, u_mask, u_var, box, y_starts, bad_bits)
-    iv, var_v, bv, _ = _planes_and_bad(v, v_image, v_mask, v_var, box, y_starts, bad_bits)
+    iu, var_u, bu, _ = _planes_and_bad(u, u_image, u_mask, u_var, box, y_starts, bad_bits, notes=False)
+    iv, var_v, bv, _ = _planes_and_bad(v, v_image, v_mask, v_var, box, y_starts, bad_bits, notes=False)
     var = var_u.astype(np.float64) + var_v
     return PairSums(u, v, bg.difference_sums(iu, bu, iv, bv, box, grid, cfg, plane=var))
 
@@ -295,11 +295,8 @@ def models_of(gsol, visits, grid) -> dict[int, bg.VisitModel]:
         model = gsol.grids[v]
         seen = gsol.observed.get(v, np.zeros(grid, bool))
         m = model[seen] if gsol.status[v] == "matched" else np.zeros(0)
-        out[v] = bg.VisitModel(
-            visit=v, model=model, n_good=int(row["n_good"]),
-            model_mean=float(np.mean(m)) if m.size else 0.0,
-            model_rms=float(np.sqrt(np.mean(m * m))) if m.size else 0.0,
-            fit_rms=float(row["resid_rms"]) if gsol.status[v] == "matched" else 0.0,
+        out[v] = bg.VisitModel.of(
+            v, model, m, int(row["n_good"]), float(row["resid_rms"]) if gsol.status[v] == "matched" else 0.0,
             status=gsol.status[v], n_partners=int(row["n_partners"]), resid_rms=float(row["resid_rms"]),
             expected_rms=float(row["expected_rms"]), n_unknowns=int(row["n_unknowns"]))
     return out

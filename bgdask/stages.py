@@ -33,7 +33,7 @@ import numpy as np
 from . import background as bg
 from .collection import REQUIRED_COORDS, REQUIRED_VARIABLES, BlockRead
 from .config import MatchConfig
-from .errors import ConfigError, InputError
+from .errors import InputError
 from .geometry import Box, SkyMap, coarse_cells, coarse_shape, infer_skymap, superpixel_shape
 from .io.warp import PLANE_DTYPES, PLANE_FILL
 from .kernels.stats import bad_pixels, nonpositive_variance
@@ -194,12 +194,13 @@ def _whole(blocks, box: Box, y_starts) -> np.ndarray:
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
-def _raw_bad(spec: BlockRead, start: int, stop: int, bits: BadBits, image, variance) -> tuple[np.ndarray, int]:
+def _raw_bad(spec: BlockRead, start: int, stop: int, bits: BadBits, image, variance,
+             notes: bool = True) -> tuple[np.ndarray, int]:
     """The bad pixels of rows [start, stop) from the source's own mask (no
-    remapping), and the bits that mask sets without naming them (when the
-    spec remaps: 0 otherwise)."""
+    remapping), and (with ``notes``, when the spec remaps; 0 otherwise) the
+    bits that mask sets without naming them."""
     raw = np.asarray(spec.source.read("mask", slice(start, stop))).astype(np.int32, copy=False)
-    unnamed = unnamed_bits(raw, spec.source.mask_planes) if spec.target is not None else 0
+    unnamed = unnamed_bits(raw, spec.source.mask_planes) if notes and spec.target is not None else 0
     return bad_pixels(raw, bits.of(spec), image, variance), unnamed
 
 
@@ -223,29 +224,32 @@ def _whole_mask(blocks, box: Box, y_starts) -> tuple[np.ndarray, int]:
 READ_PLANES = ("image", "mask", "variance")
 
 
-def _planes_and_bad(key, image_blocks, mask_blocks, var_blocks, box, y_starts, bits: BadBits):
+def _planes_and_bad(key, image_blocks, mask_blocks, var_blocks, box, y_starts, bits: BadBits, notes: bool = True):
     """A warp's image and variance, its bad pixels (:func:`~bgdask.kernels.stats.bad_pixels`:
     bad mask planes, non-finite image, zero or negative variance) and its
-    note: (key, mask bits set without a name, pixels of zero or negative variance)."""
+    note: (key, mask bits set without a name, pixels of zero or negative
+    variance); None without ``notes`` (the tasks whose warps another task
+    notes: stage A, the global method's pairs)."""
     image = _whole(image_blocks, box, y_starts)
     variance = _whole(var_blocks, box, y_starts)
     spec = _one_source(mask_blocks)
     if spec is not None:
-        bad, unnamed = _raw_bad(spec, 0, box.height, bits, image, variance)
+        bad, unnamed = _raw_bad(spec, 0, box.height, bits, image, variance, notes)
     else:
         mask, unnamed = _whole_mask(mask_blocks, box, y_starts)
         bad = bad_pixels(mask, bits.target, image, variance)
-    return image, variance, bad, (key, unnamed, nonpositive_variance(variance))
+    return image, variance, bad, (key, unnamed, nonpositive_variance(variance)) if notes else None
 
 
-def _image_and_bad(*args):
+def _image_and_bad(*args, notes: bool = True):
     """:func:`_planes_and_bad` without the variance: (image, bad, note)."""
-    image, _, bad, note = _planes_and_bad(*args)
+    image, _, bad, note = _planes_and_bad(*args, notes=notes)
     return image, bad, note
 
 
 def _leaf_a(key, image_blocks, mask_blocks, var_blocks, box, y_starts, bad_bits, grid, cfg):
-    image, bad, _ = _image_and_bad(key, image_blocks, mask_blocks, var_blocks, box, y_starts, bad_bits)
+    image, bad, _ = _image_and_bad(key, image_blocks, mask_blocks, var_blocks, box, y_starts, bad_bits,
+                                   notes=False)
     return bg.warp_partial(key, image, bad, box, grid, cfg)
 
 
@@ -684,7 +688,7 @@ def _ref_block(specs, yi: int, box: Box, start: int, bits: BadBits):
     variance = np.asarray(_chunk(specs[2][yi], box, start), dtype=np.float32)
     mask = specs[1][yi]
     if isinstance(mask, BlockRead) and mask.source is not None:
-        bad, _ = _raw_bad(mask, start, start + image.shape[0], bits, image, variance)
+        bad, _ = _raw_bad(mask, start, start + image.shape[0], bits, image, variance, notes=False)
     else:
         bad = bad_pixels(_chunk(mask, box, start), bits.target, image, variance)
     return image, bad, variance

@@ -74,6 +74,21 @@ def demo_sim():
     return make_tract(n_visits=4, seed=1)
 
 
+@pytest.fixture(scope="session")
+def gp():
+    """benchmarks/global_proto.py, the global solve's prototype (a reference to measure against)."""
+    import importlib
+    import sys
+    from pathlib import Path
+
+    bench = str(Path(__file__).parent.parent / "benchmarks")
+    sys.path.insert(0, bench)
+    try:
+        yield importlib.import_module("global_proto")
+    finally:
+        sys.path.remove(bench)
+
+
 @pytest.fixture
 def cli(capsys):
     """``cli(*argv)``: run ``bgdask ARGV`` in this process; returns (exit

@@ -22,7 +22,6 @@ import zarr
 from astropy.io import fits
 from distributed import LocalCluster
 
-from bgdask import cli
 from bgdask.config import MatchConfig
 from bgdask.io import read_warp, write_warp
 from bgdask.masks import remap_mask
@@ -54,23 +53,9 @@ def warp_path(root: Path, visit: int, patch: int) -> Path:
     return root / warp_filename(visit, patch)
 
 
-def run_cli(capsys, *argv) -> tuple[int, str, str]:
-    """``bgdask ARGV`` in this process: (exit status, stdout, stderr)."""
-    capsys.readouterr()
-    try:
-        rc = cli.main([str(a) for a in argv])
-    except SystemExit as exc:  # argparse
-        rc = exc.code
-    except BaseException as exc:  # noqa: BLE001 - the CLI would print a traceback
-        out, err = capsys.readouterr()
-        pytest.fail(f"`bgdask {' '.join(map(str, argv))}` raised {type(exc).__name__}: {exc} "
-                    f"instead of printing one message (stderr: {err!r})")
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def match(capsys, scheduler, source, output, *extra) -> tuple[int, str, str]:
-    return run_cli(capsys, "match", source, "-o", output, "--scheduler", scheduler, "--no-progress", *extra)
+def match(cli, scheduler, source, output, *extra) -> tuple[int, str, str]:
+    """``bgdask match`` through the ``cli`` fixture (conftest): (exit status, stdout, stderr)."""
+    return cli("match", source, "-o", output, "--scheduler", scheduler, "--no-progress", *extra)
 
 
 def assert_clean_failure(rc, out, err, names, output: Path | None = None) -> str:
@@ -100,27 +85,27 @@ def rewrite(path: Path, edit) -> None:
 
 # -- the bad input matrix ----------------------------------------------------------------
 
-def test_missing_input_path(capsys, scheduler, tmp_path):
+def test_missing_input_path(cli, scheduler, tmp_path):
     out = tmp_path / "out.zarr"
-    rc, o, e = match(capsys, scheduler, tmp_path / "no-such-dir", out)
+    rc, o, e = match(cli, scheduler, tmp_path / "no-such-dir", out)
     assert_clean_failure(rc, o, e, ["no-such-dir"], out)
     assert not out.exists()
 
 
-def test_manifest_lists_a_missing_file(capsys, scheduler, tract, tmp_path):
+def test_manifest_lists_a_missing_file(cli, scheduler, tract, tmp_path):
     gone = warp_path(tract, 1001, 1)
     gone.unlink()
     out = tmp_path / "out.zarr"
-    rc, o, e = match(capsys, scheduler, tract / "manifest.csv", out)
+    rc, o, e = match(cli, scheduler, tract / "manifest.csv", out)
     assert_clean_failure(rc, o, e, [gone.name], out)
     assert not out.exists()
 
 
-def test_file_that_is_not_fits(capsys, scheduler, tract, tmp_path):
+def test_file_that_is_not_fits(cli, scheduler, tract, tmp_path):
     bad = warp_path(tract, 1000, 2)
     bad.write_text("visit,patch\n1000,2\n" * 200)
     out = tmp_path / "out.zarr"
-    rc, o, e = match(capsys, scheduler, tract / "warps", out)
+    rc, o, e = match(cli, scheduler, tract / "warps", out)
     assert_clean_failure(rc, o, e, [bad.name], out)
 
 
@@ -132,27 +117,27 @@ def _data_end(path: Path) -> int:
 
 
 @pytest.mark.parametrize("keep", ["1000", "half", "data-100", "size-2880"])
-def test_truncated_fits(capsys, scheduler, tract, tmp_path, keep):
+def test_truncated_fits(cli, scheduler, tract, tmp_path, keep):
     bad = warp_path(tract, 1002, 1)
     data = bad.read_bytes()
     n = {"1000": 1000, "half": len(data) // 2, "data-100": _data_end(bad) - 100,
          "size-2880": len(data) - 2880}[keep]
     bad.write_bytes(data[:n])
     out = tmp_path / "out.zarr"
-    rc, o, e = match(capsys, scheduler, tract / "manifest.csv", out)
+    rc, o, e = match(cli, scheduler, tract / "manifest.csv", out)
     assert_clean_failure(rc, o, e, [bad.name], out)
 
 
 @pytest.mark.parametrize("plane", ["MASK", "VARIANCE"])
-def test_missing_plane(capsys, scheduler, tract, tmp_path, plane):
+def test_missing_plane(cli, scheduler, tract, tmp_path, plane):
     bad = warp_path(tract, 1000, 1)
     rewrite(bad, lambda hdul: fits.HDUList([h for h in hdul if h.header.get("EXTTYPE") != plane]))
     out = tmp_path / "out.zarr"
-    rc, o, e = match(capsys, scheduler, tract / "manifest.csv", out)
+    rc, o, e = match(cli, scheduler, tract / "manifest.csv", out)
     assert_clean_failure(rc, o, e, [bad.name, plane], out)
 
 
-def test_planes_of_different_shapes(capsys, scheduler, tract, tmp_path):
+def test_planes_of_different_shapes(cli, scheduler, tract, tmp_path):
     bad = warp_path(tract, 1001, 0)
 
     def crop(hdul):
@@ -161,58 +146,58 @@ def test_planes_of_different_shapes(capsys, scheduler, tract, tmp_path):
                 h.data = h.data[:-3, :-1].copy()
     rewrite(bad, crop)
     out = tmp_path / "out.zarr"
-    rc, o, e = match(capsys, scheduler, tract / "manifest.csv", out)
+    rc, o, e = match(cli, scheduler, tract / "manifest.csv", out)
     assert_clean_failure(rc, o, e, [bad.name], out)
 
 
 @pytest.mark.parametrize("with_skymap", [True, False], ids=["skymap", "inferred"])
-def test_box_that_is_not_its_patch(capsys, scheduler, tract, tmp_path, with_skymap):
+def test_box_that_is_not_its_patch(cli, scheduler, tract, tmp_path, with_skymap):
     bad = warp_path(tract, 1001, 3)
     w = read_warp(bad)
     w.x0 += 5
     write_warp(bad, w, overwrite=True)
     out = tmp_path / "out.zarr"
     extra = ["--skymap", tract / "skymap.yaml"] if with_skymap else []
-    rc, o, e = match(capsys, scheduler, tract / "manifest.csv", out, *extra)
+    rc, o, e = match(cli, scheduler, tract / "manifest.csv", out, *extra)
     assert_clean_failure(rc, o, e, [bad.name], out)
 
 
-def test_duplicate_visit_patch(capsys, scheduler, tract, tmp_path):
+def test_duplicate_visit_patch(cli, scheduler, tract, tmp_path):
     original = warp_path(tract, 1000, 0)
     shutil.copy(original, original.with_name("again.fits"))
     out = tmp_path / "out.zarr"
-    rc, o, e = match(capsys, scheduler, tract / "warps", out)
+    rc, o, e = match(cli, scheduler, tract / "warps", out)
     assert_clean_failure(rc, o, e, ["visit 1000", "patch 0"], out)
     assert not out.exists()
 
 
-def test_warps_of_two_tracts(capsys, scheduler, tract, tmp_path):
+def test_warps_of_two_tracts(cli, scheduler, tract, tmp_path):
     bad = warp_path(tract, 1002, 2)
     fits.setval(bad, "HIERARCH LSST BUTLER DATAID TRACT", value=9999, ext=0)
     out = tmp_path / "out.zarr"
-    rc, o, e = match(capsys, scheduler, tract / "warps", out)
+    rc, o, e = match(cli, scheduler, tract / "warps", out)
     assert_clean_failure(rc, o, e, ["9999", "9813"], out)
     assert not out.exists()
 
 
-def test_unknown_ref_visit(capsys, scheduler, small_tract, tmp_path):
+def test_unknown_ref_visit(cli, scheduler, small_tract, tmp_path):
     out = tmp_path / "out.zarr"
-    rc, o, e = match(capsys, scheduler, small_tract / "manifest.csv", out, "--ref-visit", 4242)
+    rc, o, e = match(cli, scheduler, small_tract / "manifest.csv", out, "--ref-visit", 4242)
     assert_clean_failure(rc, o, e, ["4242"], out)
     assert not out.exists()
 
 
 @pytest.mark.slow
-def test_visit_without_overlap_with_the_reference(capsys, scheduler, tract, tmp_path):
+def test_visit_without_overlap_with_the_reference(cli, scheduler, tract, tmp_path):
     # visit 1001 keeps only patch 3, which the reference 1002 does not cover
     for p in (0, 1):
         warp_path(tract, 1001, p).unlink()
     out = tmp_path / "out.zarr"
-    rc, o, e = match(capsys, scheduler, tract / "warps", out, "--ref-visit", 1002)
+    rc, o, e = match(cli, scheduler, tract / "warps", out, "--ref-visit", 1002)
     assert_clean_failure(rc, o, e, ["visit 1001"], out)
 
 
-def test_empty_exposure(capsys, scheduler, small_tract, tmp_path):
+def test_empty_exposure(cli, scheduler, small_tract, tmp_path):
     assert EMPTY_EXPOSURE.exists(), EMPTY_EXPOSURE
     manifest = tmp_path / "manifest.csv"
     rows = (small_tract / "manifest.csv").read_text().splitlines()[1:]
@@ -221,7 +206,7 @@ def test_empty_exposure(capsys, scheduler, small_tract, tmp_path):
     ] + [f"1003,0,{EMPTY_EXPOSURE}"]
     manifest.write_text("\n".join(lines) + "\n")
     out = tmp_path / "out.zarr"
-    rc, o, e = match(capsys, scheduler, manifest, out)
+    rc, o, e = match(cli, scheduler, manifest, out)
     assert_clean_failure(rc, o, e, [EMPTY_EXPOSURE.name], out)
     assert not out.exists()
 
@@ -237,12 +222,12 @@ def test_empty_exposure(capsys, scheduler, small_tract, tmp_path):
     ("bgdask:\n  min_frac: 2\n", "min_frac"),
 ], ids=["negative-x_bin", "zero-y_bin", "negative-binning", "interpolation", "weight-high",
         "weight-negative", "unknown-key", "nested-min_frac"])
-def test_bad_config(capsys, small_tract, tmp_path, text, field):
+def test_bad_config(cli, small_tract, tmp_path, text, field):
     config = tmp_path / "bad.yaml"
     config.write_text(text)
     out = tmp_path / "out.zarr"
     # errors found before any cluster starts: no --scheduler needed
-    rc, o, e = run_cli(capsys, "match", small_tract / "manifest.csv", "-o", out, "--config", config,
+    rc, o, e = cli("match", small_tract / "manifest.csv", "-o", out, "--config", config,
                        "--no-progress", "--workers", 1, "--threads-per-worker", 1)
     assert_clean_failure(rc, o, e, [field, config.name], out)
     assert not out.exists()
@@ -268,9 +253,9 @@ def _digest(store: Path) -> dict[str, str]:
     ((), "already exists"),
     (("--resume",), "another run"),
 ], ids=["no-flag", "resume-other-config"])
-def test_output_holds_another_run(capsys, scheduler, small_tract, other_run, flags, says):
+def test_output_holds_another_run(cli, scheduler, small_tract, other_run, flags, says):
     before = _digest(other_run)
-    rc, o, e = match(capsys, scheduler, small_tract / "manifest.csv", other_run, *flags)
+    rc, o, e = match(cli, scheduler, small_tract / "manifest.csv", other_run, *flags)
     msg = assert_clean_failure(rc, o, e, [other_run.name, says])
     if not flags:
         assert "--resume" in msg and "--overwrite" in msg, msg

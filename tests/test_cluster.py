@@ -571,23 +571,9 @@ def test_compose_services_run_commands_the_image_has():
         assert path == "/data" and volume in compose["volumes"], name
 
 
-def _is_loopback(host) -> bool:
-    """Whether a ``--host`` value binds only the loopback interface (unset: all interfaces)."""
-    import ipaddress
-
-    if not host:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:      # a name or an interface: resolved inside the container
-        return False
-
-
 def test_compose_services_reach_each_other():
     """Workers and runner name the scheduler service and its port; the runner waits for the workers."""
-    from bgdask.cluster import options_from_args
+    from bgdask.cluster import _is_loopback, options_from_args
 
     _, services = _compose()
     by_role: dict[str, list[tuple[str, dict]]] = {}

@@ -9,10 +9,8 @@ offsets stage C applied).
 
 from __future__ import annotations
 
-import importlib
 import sys
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,22 +22,12 @@ from bgdask.global_stage import SkippedVisitWarning
 from bgdask.kernels.solve import have_cholmod
 from bgdask.simulate import make_tract
 
-BENCH = Path(__file__).parent.parent / "benchmarks"
 
 #: strong gradients (up to 40 nJy across the tract) and 12-pixel chip gaps
 #: every 160 pixels: footprint edges and gaps inside the 128-pixel superpixels
 HARD = dict(gradient_scale=5.0, chip_pitch=160.0, gap_width=12.0)
 CHAIN = dict(n_visits=5, num_patches=(6, 3), patch_inner=256, patch_border=16, layout="chain", seed=1, **HARD)
 ORDINARY = dict(n_visits=4, num_patches=(3, 3), patch_inner=320, patch_border=16, n_full=0, seed=0, **HARD)
-
-
-@pytest.fixture(scope="module")
-def gp():
-    sys.path.insert(0, str(BENCH))
-    try:
-        yield importlib.import_module("global_proto")
-    finally:
-        sys.path.remove(str(BENCH))
 
 
 @pytest.fixture(scope="module")

@@ -4,9 +4,6 @@ kernels), on simulated tracts with strong gradients and wide chip gaps."""
 
 from __future__ import annotations
 
-import importlib
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,16 +11,6 @@ import pytest
 from bgdask.config import MatchConfig
 from bgdask.simulate import make_tract
 
-BENCH = Path(__file__).parent.parent / "benchmarks"
-
-
-@pytest.fixture(scope="module")
-def gp():
-    sys.path.insert(0, str(BENCH))
-    try:
-        yield importlib.import_module("global_proto")
-    finally:
-        sys.path.remove(str(BENCH))
 
 
 HARD = dict(gradient_scale=5.0, chip_pitch=160.0, gap_width=12.0)

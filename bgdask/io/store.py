@@ -99,7 +99,7 @@ from ..errors import DamagedStoreError, StaleLockWarning, StoreError, StoreLocke
 from ..geometry import Box, SkyMap, coarse_cells, coarse_shape, superpixel_shape
 from ..table import (COLUMNS, PAIR_COLUMNS, QUALITY_COLUMNS, SEAM_PLANES, pair_table_from_arrays,
                      pair_table_to_arrays, table_from_arrays, table_to_arrays)
-from .warp import PLANE_DTYPES, PLANE_FILL, PLANES
+from .warp import PLANE_DTYPES, PLANE_FILL, PLANES, grid_coords
 
 __all__ = ["Store", "StoreWarp", "StoreLock", "fingerprint", "is_store", "check_replaceable", "write_error"]
 
@@ -272,8 +272,6 @@ class StoreLock:
 
     @classmethod
     def acquire(cls, store: str | os.PathLike, lock_path: str | os.PathLike) -> "StoreLock":
-        import fcntl
-
         store, lock_path = str(store), str(lock_path)
         try:
             os.makedirs(os.path.dirname(lock_path), exist_ok=True)
@@ -746,12 +744,7 @@ class Store:
         for name, (dtype, fill, _) in COLUMNS.items():
             data_vars[name] = (("visit",), lazy((nv,), (nv,), np.dtype(dtype), fill))
         coords = {
-            "visit": np.asarray(visits, dtype=np.int64),
-            "patch": np.asarray(patches, dtype=np.int64),
-            "x0": ("patch", np.array([b.x0 for b in boxes], dtype=np.int64)),
-            "y0": ("patch", np.array([b.y0 for b in boxes], dtype=np.int64)),
-            "width": ("patch", np.array([b.width for b in boxes], dtype=np.int64)),
-            "height": ("patch", np.array([b.height for b in boxes], dtype=np.int64)),
+            **grid_coords(visits, patches, boxes),
             "coarse_x0": ("patch", np.array([kx[0] for kx, _ in cells], dtype=np.int64)),
             "coarse_y0": ("patch", np.array([ky[0] for _, ky in cells], dtype=np.int64)),
         }

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..geometry import Box
 
-__all__ = ["PLANES", "PLANE_DTYPES", "PLANE_FILL", "Warp", "WarpSource"]
+__all__ = ["PLANES", "PLANE_DTYPES", "PLANE_FILL", "Warp", "WarpSource", "grid_coords"]
 
 #: The three planes of a warp, in file order.
 PLANES = ("image", "mask", "variance")
@@ -29,6 +29,19 @@ PLANES = ("image", "mask", "variance")
 PLANE_DTYPES = {"image": np.dtype(np.float32), "mask": np.dtype(np.int32), "variance": np.dtype(np.float32)}
 #: What pads a warp to the collection's shape, and fills absent warps.
 PLANE_FILL = {"image": np.float32(np.nan), "mask": np.int32(0), "variance": np.float32(np.nan)}
+
+
+def grid_coords(visits, patches, boxes) -> dict:
+    """The (visit, patch) coordinates of a collection of warps and of a store:
+    the visits, the patches, and each patch's outer box (``x0``, ``y0``,
+    ``width``, ``height``, in tract pixels), as xarray coordinates."""
+    boxes = list(boxes)
+    return {
+        "visit": np.asarray(visits, dtype=np.int64),
+        "patch": np.asarray(patches, dtype=np.int64),
+        **{name: ("patch", np.array([getattr(b, name) for b in boxes], dtype=np.int64))
+           for name in ("x0", "y0", "width", "height")},
+    }
 
 
 @runtime_checkable

@@ -37,14 +37,13 @@ reproducible and independent of any grouping of the warps.
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import numpy as np
 from numba import njit
 
 from . import PLACEMENTS
-from .stats import _block_range, _cells, _int_arg, _window_size
+from .stats import _block_range, _cells, checked_block
 from ..errors import ConfigError
 
 __all__ = ["WindowSums", "window_sums", "centroids", "recentre_values", "PLACEMENTS", "RECENTRE_METHODS"]
@@ -152,18 +151,8 @@ def window_sums(image, bad, x0, y0, grid_shape, x_bin, y_bin, *, window_scale=2.
         nbx`` whose window meets the box (the statistics kernel's block):
         ``N``, ``SX``, ``SY``, ``F`` and ``SP`` (None without ``plane``).
     """
-    image = np.ascontiguousarray(image)
-    bad = np.ascontiguousarray(bad)
-    if image.ndim != 2:
-        raise ValueError(f"image must be 2-D, got shape {image.shape}")
-    if image.dtype.kind != "f" or image.dtype.itemsize not in (4, 8):
-        raise ValueError(f"image must be float32 or float64, got {image.dtype}")
-    if not image.dtype.isnative:
-        image = image.astype(image.dtype.newbyteorder("="))
-    if bad.shape != image.shape:
-        raise ValueError(f"bad has shape {bad.shape}, image has shape {image.shape}")
-    if bad.dtype != np.bool_:
-        raise ValueError(f"bad must be a bool array, got {bad.dtype}")
+    image, bad, x0, y0, ny, nx, x_bin, y_bin, wx, wy = checked_block(image, bad, x0, y0, grid_shape, x_bin,
+                                                                     y_bin, window_scale)
     has_plane = plane is not None
     if has_plane:
         plane = np.ascontiguousarray(plane)
@@ -173,24 +162,6 @@ def window_sums(image, bad, x0, y0, grid_shape, x_bin, y_bin, *, window_scale=2.
             raise ValueError(f"plane has shape {plane.shape}, image has shape {image.shape}")
     else:
         plane = np.zeros((1, 1))
-    x0 = _int_arg("x0", x0)
-    y0 = _int_arg("y0", y0)
-    try:
-        ny, nx = grid_shape
-    except (TypeError, ValueError):
-        raise ValueError(f"grid_shape must be (ny, nx), got {grid_shape!r}") from None
-    ny = _int_arg("grid_shape[0]", ny, 0)
-    nx = _int_arg("grid_shape[1]", nx, 0)
-    x_bin = _int_arg("x_bin", x_bin, 1, ConfigError)
-    y_bin = _int_arg("y_bin", y_bin, 1, ConfigError)
-    try:
-        window_scale = float(window_scale)
-    except (TypeError, ValueError):
-        raise ConfigError(f"window_scale must be a number, got {window_scale!r}") from None
-    if not (math.isfinite(window_scale) and window_scale > 0):
-        raise ConfigError(f"window_scale must be positive and finite, got {window_scale}")
-    wx = _window_size(window_scale, x_bin, "x")
-    wy = _window_size(window_scale, y_bin, "y")
     h, w = image.shape
     ix0, nbx = _block_range(nx, x_bin, wx, x0, w)
     iy0, nby = _block_range(ny, y_bin, wy, y0, h)

@@ -686,6 +686,45 @@ def _cells(bin_size, wsize, start, length, i0, nb):
     return edges.astype(np.int64), used, first, stop
 
 
+def checked_block(image, bad, x0, y0, grid_shape, x_bin, y_bin, window_scale) -> tuple:
+    """The arguments a superpixel kernel shares (:func:`superpixel_stats`,
+    :func:`bgdask.kernels.centroid.window_sums`), checked and normalised:
+    (image and bad, C-contiguous and native; x0, y0; ny, nx; x_bin, y_bin;
+    the window sizes wx, wy in pixels). Bad arrays or coordinates raise a
+    ValueError, bad bins or window_scale a ConfigError."""
+    image = np.ascontiguousarray(image)
+    bad = np.ascontiguousarray(bad)
+    if image.ndim != 2:
+        raise ValueError(f"image must be 2-D, got shape {image.shape}")
+    if image.dtype.kind != "f" or image.dtype.itemsize not in (4, 8):
+        raise ValueError(f"image must be float32 or float64, got {image.dtype}")
+    if not image.dtype.isnative:  # e.g. big-endian FITS data
+        image = image.astype(image.dtype.newbyteorder("="))
+    if bad.shape != image.shape:
+        raise ValueError(f"bad has shape {bad.shape}, image has shape {image.shape}")
+    if bad.dtype != np.bool_:
+        raise ValueError(f"bad must be a bool array, got {bad.dtype}")
+    x0 = _int_arg("x0", x0)
+    y0 = _int_arg("y0", y0)
+    try:
+        ny, nx = grid_shape
+    except (TypeError, ValueError):
+        raise ValueError(f"grid_shape must be (ny, nx), got {grid_shape!r}") from None
+    ny = _int_arg("grid_shape[0]", ny, 0)
+    nx = _int_arg("grid_shape[1]", nx, 0)
+    x_bin = _int_arg("x_bin", x_bin, 1, ConfigError)
+    y_bin = _int_arg("y_bin", y_bin, 1, ConfigError)
+    try:
+        window_scale = float(window_scale)
+    except (TypeError, ValueError):
+        raise ConfigError(f"window_scale must be a number, got {window_scale!r}") from None
+    if not (math.isfinite(window_scale) and window_scale > 0):
+        raise ConfigError(f"window_scale must be positive and finite, got {window_scale}")
+    wx = _window_size(window_scale, x_bin, "x")
+    wy = _window_size(window_scale, y_bin, "y")
+    return image, bad, x0, y0, ny, nx, x_bin, y_bin, wx, wy
+
+
 def superpixel_stats(image, bad, x0, y0, grid_shape, x_bin, y_bin, *, window_scale=2.0,
                      statistic="MEANCLIP", num_sigma_clip=3.0, num_iter=3) -> SuperpixelBlock:
     """Superpixel sums S = mean * N, N, V = variance * N of one image.
@@ -729,34 +768,8 @@ def superpixel_stats(image, bad, x0, y0, grid_shape, x_bin, y_bin, *, window_sca
         rounds to 0 pixels --, statistic, num_sigma_clip, num_iter) raise
         :class:`bgdask.errors.ConfigError`, which is also a ValueError.
     """
-    image = np.ascontiguousarray(image)
-    bad = np.ascontiguousarray(bad)
-    if image.ndim != 2:
-        raise ValueError(f"image must be 2-D, got shape {image.shape}")
-    if image.dtype.kind != "f" or image.dtype.itemsize not in (4, 8):
-        raise ValueError(f"image must be float32 or float64, got {image.dtype}")
-    if not image.dtype.isnative:  # e.g. big-endian FITS data
-        image = image.astype(image.dtype.newbyteorder("="))
-    if bad.shape != image.shape:
-        raise ValueError(f"bad has shape {bad.shape}, image has shape {image.shape}")
-    if bad.dtype != np.bool_:
-        raise ValueError(f"bad must be a bool array, got {bad.dtype}")
-    x0 = _int_arg("x0", x0)
-    y0 = _int_arg("y0", y0)
-    try:
-        ny, nx = grid_shape
-    except (TypeError, ValueError):
-        raise ValueError(f"grid_shape must be (ny, nx), got {grid_shape!r}") from None
-    ny = _int_arg("grid_shape[0]", ny, 0)
-    nx = _int_arg("grid_shape[1]", nx, 0)
-    x_bin = _int_arg("x_bin", x_bin, 1, ConfigError)
-    y_bin = _int_arg("y_bin", y_bin, 1, ConfigError)
-    try:
-        window_scale = float(window_scale)
-    except (TypeError, ValueError):
-        raise ConfigError(f"window_scale must be a number, got {window_scale!r}") from None
-    if not (math.isfinite(window_scale) and window_scale > 0):
-        raise ConfigError(f"window_scale must be positive and finite, got {window_scale}")
+    image, bad, x0, y0, ny, nx, x_bin, y_bin, wx, wy = checked_block(image, bad, x0, y0, grid_shape, x_bin,
+                                                                     y_bin, window_scale)
     if not isinstance(statistic, str) or statistic.upper() not in STATISTIC_CODES:
         raise ConfigError(f"statistic must be one of {sorted(STATISTICS)}, got {statistic!r}")
     code = STATISTIC_CODES[statistic.upper()]
@@ -768,8 +781,6 @@ def superpixel_stats(image, bad, x0, y0, grid_shape, x_bin, y_bin, *, window_sca
         raise ConfigError(f"num_sigma_clip must be positive and finite, got {num_sigma_clip}")
     num_iter = _int_arg("num_iter", num_iter, 0, ConfigError)
 
-    wx = _window_size(window_scale, x_bin, "x")
-    wy = _window_size(window_scale, y_bin, "y")
     h, w = image.shape
     ix0, nbx = _block_range(nx, x_bin, wx, x0, w)
     iy0, nby = _block_range(ny, y_bin, wy, y0, h)
