@@ -862,17 +862,22 @@ class Store:
         height, rows = self.boxes[patch].height, self.chunk_rows
         return [(y, min(rows, height - y)) for y in range(0, height, rows)]
 
+    def _planes_and_checksum(self, vi: int, pi: int) -> tuple[dict[str, np.ndarray], int]:
+        """A warp's planes as stored (its box's rows, the store's width) and
+        the checksum of what the store holds now, its blocks' CRCs computed
+        as :meth:`write_rows` and :meth:`finish_warp` do (decoding errors propagate)."""
+        patch = self.patches[pi]
+        planes = {name: np.asarray(_array(self.path, name, mode="r")[vi, pi, : self.boxes[patch].height, :])
+                  for name in PLANES}
+        crcs = [block_crc(planes[name][start:start + n], PLANE_FILL[name])
+                for start, n in self._row_blocks(patch) for name in PLANES]
+        crcs.append(block_crc(np.asarray(_array(self.path, "offset_coarse", mode="r")[vi, pi]), np.float64(np.nan)))
+        return planes, combine_crcs(crcs)
+
     def warp_checksum(self, vi: int, pi: int) -> int:
         """A warp's checksum computed from what the store holds now (reads
         every chunk of the warp; decoding errors propagate)."""
-        crcs = []
-        arrays = [_array(self.path, name, mode="r") for name in PLANES]
-        for start, n in self._row_blocks(self.patches[pi]):
-            for name, arr in zip(PLANES, arrays):
-                crcs.append(block_crc(np.asarray(arr[vi, pi, start:start + n, :]), PLANE_FILL[name]))
-        coarse = _array(self.path, "offset_coarse", mode="r")
-        crcs.append(block_crc(np.asarray(coarse[vi, pi]), np.float64(np.nan)))
-        return combine_crcs(crcs)
+        return self._planes_and_checksum(vi, pi)[1]
 
     def verify_warp(self, vi: int, pi: int) -> str | None:
         """None if warp (vi, pi) reads back as written, else what is wrong."""
@@ -913,19 +918,13 @@ class Store:
         where = f"{self.path}: warp (visit {visit}, patch {patch})"
         fix = dict(api="repair it with resume=True", cli="repair it with bgdask match INPUT -o STORE --resume")
         try:
-            planes = {name: np.asarray(_array(self.path, name, mode="r")[vi, pi, : box.height, :])
-                      for name in PLANES}
             want = int(np.asarray(_array(self.path, "checksum", mode="r")[vi, pi]))
-            crcs = []
-            for start, n in self._row_blocks(patch):
-                crcs += [block_crc(planes[name][start:start + n], PLANE_FILL[name]) for name in PLANES]
-            crcs.append(block_crc(np.asarray(_array(self.path, "offset_coarse", mode="r")[vi, pi]),
-                                  np.float64(np.nan)))
+            planes, got = self._planes_and_checksum(vi, pi)
         except DamagedStoreError:
             raise
         except Exception as exc:  # noqa: BLE001
             raise DamagedStoreError(f"{where}: a chunk cannot be read ({_brief(exc)})", **fix) from None
-        if combine_crcs(crcs) != want:
+        if got != want:
             raise DamagedStoreError(f"{where}: its chunks do not match their checksum (a chunk missing or "
                                     "changed)", **fix)
         return {name: a[:, : box.width] for name, a in planes.items()}
