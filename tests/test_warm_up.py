@@ -26,14 +26,15 @@ import importlib, json, sys
 from numba.core.registry import CPUDispatcher
 from bgdask.kernels.warm import warm_up
 
-def signatures():
-    out = {}
+def kernels():
     for name in ("stats", "pixels", "centroid", "interp"):
         module = importlib.import_module("bgdask.kernels." + name)
         for attr, obj in vars(module).items():
             if isinstance(obj, CPUDispatcher) and obj.__module__ == module.__name__:
-                out[name + "." + attr] = sorted(str(sig) for sig in obj.signatures)
-    return out
+                yield name, name + "." + attr, obj
+
+def signatures():
+    return {key: sorted(str(sig) for sig in obj.signatures) for _, key, obj in kernels()}
 
 warm_up()
 after_warm_up = signatures()
@@ -44,7 +45,8 @@ bins = dict(x_bin=16, y_bin=16)
 for i, cfg in enumerate([MatchConfig(**bins), MatchConfig(method="global", **bins),
                          MatchConfig(placement="centroid", **bins)]):
     match_backgrounds(tract / "manifest.csv", sys.argv[1] + f"/out{i}.zarr", cfg, scheduler="synchronous")
-print(json.dumps([after_warm_up, signatures()]))
+calls = {key: [name + "." + n for n in obj.py_func.__code__.co_names] for name, key, obj in kernels()}
+print(json.dumps([after_warm_up, signatures(), calls]))
 """
 
 
@@ -54,8 +56,17 @@ def test_warm_up_leaves_nothing_for_a_run_to_compile(tmp_path):
     proc = subprocess.run([sys.executable, "-c", PROBE, str(tmp_path)], capture_output=True, text=True,
                           env=env, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    warmed, after_runs = json.loads(proc.stdout.strip().splitlines()[-1])
+    warmed, after_runs, calls = json.loads(proc.stdout.strip().splitlines()[-1])
     assert len(after_runs) >= 10, sorted(after_runs)
+    # every kernel is compiled by warm_up: called with types, or called by one that was
+    compiled = {name for name, sigs in warmed.items() if sigs}
+    todo = list(compiled)
+    while todo:
+        for callee in calls[todo.pop()]:
+            if callee in warmed and callee not in compiled:
+                compiled.add(callee)
+                todo.append(callee)
+    assert compiled == set(warmed), f"kernels warm_up does not compile: {sorted(set(warmed) - compiled)}"
     # a kernel that a run called is compiled (or loaded) for each type it was called with
     new = {name: sorted(set(sigs) - set(warmed.get(name, ()))) for name, sigs in after_runs.items()}
     new = {name: sigs for name, sigs in new.items() if sigs}
