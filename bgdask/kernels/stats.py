@@ -80,7 +80,8 @@ bitwise reproducible for the same inputs, and they agree with the plain NumPy
 definitions (``np.median``, ``np.percentile``, ``np.mean``,
 ``np.var(ddof=1)``) to floating-point rounding (about 1e-15 relative).
 Non-contiguous inputs are copied to contiguous arrays first (one compiled
-variant per image dtype).
+variant per image dtype; only the parts that read the image depend on its
+type, the per-window statistics are one kernel compiled once).
 """
 
 from __future__ import annotations
@@ -499,6 +500,87 @@ def _window_ranks(ranks, nr, vals_out, tot, cy0, cy1, cx0, cx1, R, nb, vals, cst
 
 
 @njit(**_JIT)
+def _window_stat(n, statistic, nsig, num_iter, g, cy0, cy1, cx0, cx1, R, lo, inv, nb, zb, vals, cstart, off,
+                 binA, binB, tot, cand, placed, rbin, ranks, rvals, want, wv):
+    """(statistic, variance) of the n > 0 counted pixels of one window (cell
+    rows [cy0, cy1), cell columns [cx0, cx1)). A kernel of its own, which
+    does not depend on the image's type: compiled once for every image type."""
+    if statistic == 0:  # MEAN
+        m, var = _mean_var_all(n, g, cy0, cy1, cx0, cx1, R, lo, inv, nb, zb,
+                               vals, cstart, off, binA, binB)
+    elif statistic == 1:  # MEDIAN
+        mlo = (n - 1) >> 1
+        ranks[0] = mlo
+        nr = np.int64(1)
+        if (n & 1) == 0:
+            ranks[1] = mlo + 1
+            nr = np.int64(2)
+        _window_ranks(ranks, nr, rvals, tot, cy0, cy1, cx0, cx1, R, nb, vals, cstart,
+                      off, cand, placed, rbin)
+        m = (rvals[0] + rvals[1]) / 2.0 if nr == 2 else rvals[0]
+        mean, var = _mean_var_all(n, g, cy0, cy1, cx0, cx1, R, lo, inv, nb, zb,
+                                  vals, cstart, off, binA, binB)
+    else:  # MEANCLIP
+        mlo = (n - 1) >> 1
+        even = (n & 1) == 0
+        v1 = (n - 1) * 0.25
+        i1 = int(math.floor(v1))
+        g1 = v1 - i1
+        v3 = (n - 1) * 0.75
+        i3 = int(math.floor(v3))
+        g3 = v3 - i3
+        want[0] = i1
+        want[1] = i1 + 1 if g1 > 0.0 else i1
+        want[2] = mlo
+        want[3] = mlo + 1 if even else mlo
+        want[4] = i3
+        want[5] = i3 + 1 if g3 > 0.0 else i3
+        nr = np.int64(0)
+        for t in range(6):  # want is sorted
+            if nr == 0 or want[t] != ranks[nr - 1]:
+                ranks[nr] = want[t]
+                nr += 1
+        _window_ranks(ranks, nr, rvals, tot, cy0, cy1, cx0, cx1, R, nb, vals, cstart,
+                      off, cand, placed, rbin)
+        r = 0
+        for t in range(6):
+            while ranks[r] != want[t]:
+                r += 1
+            wv[t] = rvals[r]
+        med = (wv[2] + wv[3]) / 2.0 if even else wv[2]
+        p25 = _lerp(wv[0], wv[1], g1)
+        p75 = _lerp(wv[4], wv[5], g3)
+        c = med
+        h = nsig * IQ_TO_STDEV * (p75 - p25)
+        var = np.nan
+        have_var = False
+        for _ in range(num_iter):
+            k, p, q = _wsums(c, h, c, cy0, cy1, cx0, cx1, R, lo, inv, nb, zb,
+                             vals, cstart, off, binA, binB)
+            if k == 0:
+                break
+            dm = p / k
+            mean = c + dm
+            if k < 2:
+                v = np.nan
+            elif p * dm <= 0.25 * q:
+                v = (q - p * dm) / (k - 1)
+            else:  # mean far from c: second pass about the mean
+                _, _, q2 = _wsums(c, h, mean, cy0, cy1, cx0, cx1, R, lo, inv, nb,
+                                  zb, vals, cstart, off, binA, binB)
+                v = q2 / (k - 1)
+            c = mean
+            var = v
+            have_var = True
+            h = nsig * math.sqrt(var)
+        if not have_var:
+            mean, var = _mean_var_all(n, g, cy0, cy1, cx0, cx1, R, lo, inv, nb, zb,
+                                      vals, cstart, off, binA, binB)
+        m = c
+    return m, var
+
+
+@njit(**_JIT)
 def _stats_kernel(image, bad, ex, usedx, cx0s, cx1s, ey, cy0s, cy1s, R, hmax, amax, wmax,
                   statistic, nsig, num_iter, nb):
     """S, N, V for the block's superpixels (window j, i: cell rows
@@ -554,78 +636,8 @@ def _stats_kernel(image, bad, ex, usedx, cx0s, cx1s, ey, cy0s, cy1s, R, hmax, am
                     n += off[cy % R, cx, nb + 2]
             if n == 0:
                 continue
-            if statistic == 0:  # MEAN
-                m, var = _mean_var_all(n, g, cy0, cy1, cx0, cx1, R, lo, inv, nb, zb,
-                                       vals, cstart, off, binA, binB)
-            elif statistic == 1:  # MEDIAN
-                mlo = (n - 1) >> 1
-                ranks[0] = mlo
-                nr = np.int64(1)
-                if (n & 1) == 0:
-                    ranks[1] = mlo + 1
-                    nr = np.int64(2)
-                _window_ranks(ranks, nr, rvals, tot, cy0, cy1, cx0, cx1, R, nb, vals, cstart,
-                              off, cand, placed, rbin)
-                m = (rvals[0] + rvals[1]) / 2.0 if nr == 2 else rvals[0]
-                mean, var = _mean_var_all(n, g, cy0, cy1, cx0, cx1, R, lo, inv, nb, zb,
-                                          vals, cstart, off, binA, binB)
-            else:  # MEANCLIP
-                mlo = (n - 1) >> 1
-                even = (n & 1) == 0
-                v1 = (n - 1) * 0.25
-                i1 = int(math.floor(v1))
-                g1 = v1 - i1
-                v3 = (n - 1) * 0.75
-                i3 = int(math.floor(v3))
-                g3 = v3 - i3
-                want[0] = i1
-                want[1] = i1 + 1 if g1 > 0.0 else i1
-                want[2] = mlo
-                want[3] = mlo + 1 if even else mlo
-                want[4] = i3
-                want[5] = i3 + 1 if g3 > 0.0 else i3
-                nr = np.int64(0)
-                for t in range(6):  # want is sorted
-                    if nr == 0 or want[t] != ranks[nr - 1]:
-                        ranks[nr] = want[t]
-                        nr += 1
-                _window_ranks(ranks, nr, rvals, tot, cy0, cy1, cx0, cx1, R, nb, vals, cstart,
-                              off, cand, placed, rbin)
-                r = 0
-                for t in range(6):
-                    while ranks[r] != want[t]:
-                        r += 1
-                    wv[t] = rvals[r]
-                med = (wv[2] + wv[3]) / 2.0 if even else wv[2]
-                p25 = _lerp(wv[0], wv[1], g1)
-                p75 = _lerp(wv[4], wv[5], g3)
-                c = med
-                h = nsig * IQ_TO_STDEV * (p75 - p25)
-                var = np.nan
-                have_var = False
-                for _ in range(num_iter):
-                    k, p, q = _wsums(c, h, c, cy0, cy1, cx0, cx1, R, lo, inv, nb, zb,
-                                     vals, cstart, off, binA, binB)
-                    if k == 0:
-                        break
-                    dm = p / k
-                    mean = c + dm
-                    if k < 2:
-                        v = np.nan
-                    elif p * dm <= 0.25 * q:
-                        v = (q - p * dm) / (k - 1)
-                    else:  # mean far from c: second pass about the mean
-                        _, _, q2 = _wsums(c, h, mean, cy0, cy1, cx0, cx1, R, lo, inv, nb,
-                                          zb, vals, cstart, off, binA, binB)
-                        v = q2 / (k - 1)
-                    c = mean
-                    var = v
-                    have_var = True
-                    h = nsig * math.sqrt(var)
-                if not have_var:
-                    mean, var = _mean_var_all(n, g, cy0, cy1, cx0, cx1, R, lo, inv, nb, zb,
-                                              vals, cstart, off, binA, binB)
-                m = c
+            m, var = _window_stat(n, statistic, nsig, num_iter, g, cy0, cy1, cx0, cx1, R, lo, inv, nb, zb,
+                                  vals, cstart, off, binA, binB, tot, cand, placed, rbin, ranks, rvals, want, wv)
             if not np.isfinite(m):
                 continue
             S[j, i] = m * n
