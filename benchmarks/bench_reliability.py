@@ -51,7 +51,8 @@ def main() -> None:
     import bgdask.stages as stages
     from bgdask import match_backgrounds
     from bgdask.io.store import Store
-    from bgdask.kernels.stats import bad_pixels, warm_up
+    from bgdask.kernels.stats import bad_pixels
+    from bgdask.kernels.warm import warm_up
     from bgdask.testing import tiny_tract
 
     warm_up()

@@ -142,8 +142,14 @@ def _print_flagged(table, config) -> list[int]:
     return flagged
 
 
-def _run_match(args, source, output, cfg, skymap=None, overwrite=None):
-    """Check everything that needs no cluster, start the cluster, run."""
+def _run_match(args, source, output, cfg, skymap=None, overwrite=None, warming=None):
+    """Check everything that needs no cluster, start the cluster, run
+    (the kernels compile meanwhile in ``warming``, started here if None)."""
+    from .cluster import KernelWarmUp
+
+    if warming is None:
+        with KernelWarmUp() as warming:
+            return _run_match(args, source, output, cfg, skymap, overwrite, warming)
     from .cluster import options_from_args
     from .pipeline import prepare
 
@@ -156,7 +162,7 @@ def _run_match(args, source, output, cfg, skymap=None, overwrite=None):
     # the inputs are fine and the output is ours (locked): now load what
     # computing needs, and start the cluster
     try:
-        result = _compute(args, options, prepared)
+        result = _compute(args, options, prepared, warming)
     finally:
         prepared.release()  # also when the cluster never started
     result.timings["total"] = time.perf_counter() - t0
@@ -193,16 +199,11 @@ def _ctrl_c_spares_workers(options):
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
-def _compute(args, options, prepared):
+def _compute(args, options, prepared, warming):
     from .cluster import connect, dashboard_link
-    from .kernels.stats import warm_up
     from .pipeline import run
 
     _quiet_distributed(args.verbose)
-    # compile (or load) the kernels here while the cluster starts: the workers
-    # then load them from numba's cache instead of all compiling at once
-    warm = threading.Thread(target=warm_up, args=(_echo,), daemon=True)
-    warm.start()
     with contextlib.ExitStack() as stack:
         with _ctrl_c_spares_workers(options):
             client = stack.enter_context(connect(options))
@@ -212,7 +213,8 @@ def _compute(args, options, prepared):
             client.register_plugin(QuietExpectedErrors())
         link = dashboard_link(client)
         _echo(f"dask dashboard: {link}" if link else "dask dashboard: not available")
-        warm.join()
+        # the workers load the kernels from numba's cache rather than all compile them at once
+        warming.wait(_echo)
         report = getattr(args, "performance_report", None)
         ctx = contextlib.nullcontext()
         if report:
@@ -256,6 +258,7 @@ def cmd_simulate(args) -> int:
 
 
 def cmd_demo(args) -> int:
+    from .cluster import KernelWarmUp
     from .config import MatchConfig
     from .report import write_report
     from .simulate import simulate, store_offset_error
@@ -263,14 +266,16 @@ def cmd_demo(args) -> int:
     outdir = Path(args.output)
     outdir.mkdir(parents=True, exist_ok=True)
     warps_dir = outdir / "tract"
-    t0 = time.perf_counter()
-    sim = simulate(warps_dir, n_visits=args.visits, num_patches=(3, 3), patch_inner=args.patch_size,
-                   patch_border=20, seed=args.seed)
-    _echo(f"demo: simulated {len(sim.warps)} warps of {len(sim.visits)} visits "
-          f"({sim.skymap}) in {time.perf_counter() - t0:.1f} s")
-    store = outdir / "demo.zarr"
-    args.overwrite = True
-    result = _run_match(args, warps_dir / "manifest.csv", store, MatchConfig(), skymap=warps_dir / "skymap.yaml")
+    with KernelWarmUp() as warming:  # compiles while the tract is simulated
+        t0 = time.perf_counter()
+        sim = simulate(warps_dir, n_visits=args.visits, num_patches=(3, 3), patch_inner=args.patch_size,
+                       patch_border=20, seed=args.seed)
+        _echo(f"demo: simulated {len(sim.warps)} warps of {len(sim.visits)} visits "
+              f"({sim.skymap}) in {time.perf_counter() - t0:.1f} s")
+        store = outdir / "demo.zarr"
+        args.overwrite = True
+        result = _run_match(args, warps_dir / "manifest.csv", store, MatchConfig(),
+                            skymap=warps_dir / "skymap.yaml", warming=warming)
     _print_table(result.table, result.reference_visit)
     _print_flagged(result.table, result.config)
     err, rms = store_offset_error(sim, store)

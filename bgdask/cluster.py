@@ -19,6 +19,9 @@ Typical use::
         print(dashboard_link(client))
         ...
 
+:class:`KernelWarmUp` compiles the numba kernels in a process of its own
+while the inputs are read and the cluster starts, so that workers only load them.
+
 dask-jobqueue is imported only for slurm/pbs; install it with ``pip install bgdask[hpc]``.
 """
 
@@ -27,10 +30,14 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
+import os
+import subprocess
+import sys
 import time
 import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterator
 
 import dask
@@ -41,6 +48,7 @@ __all__ = [
     "ClusterError",
     "ClusterOptions",
     "KINDS",
+    "KernelWarmUp",
     "add_cluster_arguments",
     "check_scheduler_address",
     "connect",
@@ -487,6 +495,60 @@ def connect(options: ClusterOptions) -> Iterator["distributed.Client"]:  # noqa:
                 thing.close()
             except Exception as exc:  # noqa: BLE001 - closing must not hide the real error
                 logger.warning("closing %s failed: %s", type(thing).__name__, exc)
+
+
+class KernelWarmUp:
+    """Compiles bgdask's kernels (or loads them from numba's cache) in a
+    process of its own, ``python -m bgdask.kernels.warm``, while this one
+    reads its inputs and starts the cluster; :meth:`wait` for it before
+    submitting work, so that the workers only load the kernels.
+
+    A process rather than a thread: numba compiles mostly in Python, and a
+    thread of this process would share the GIL with the local cluster's
+    scheduler. A context manager: leaving it stops a warm-up still running
+    (a run that failed early). If the warm-up fails, the workers compile
+    the kernels themselves."""
+
+    #: the warm-up's command (after the Python interpreter)
+    COMMAND = ("-m", "bgdask.kernels.warm")
+
+    def __init__(self, command: tuple[str, ...] = COMMAND):
+        import bgdask
+
+        env = dict(os.environ)
+        root = str(Path(bgdask.__file__).resolve().parents[1])  # the same bgdask, however it was found
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+        self.started = time.monotonic()
+        self._proc = subprocess.Popen([sys.executable, *command], env=env,
+                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL)
+
+    def wait(self, announce=None, after: float = 3.0) -> bool:
+        """Wait until the kernels are compiled; ``announce(text)`` once if the
+        warm-up has run for ``after`` seconds and is still running (it is
+        compiling, not loading). True if it succeeded."""
+        from bgdask.kernels.warm import NOTE
+
+        if announce is not None and self._proc.poll() is None:
+            try:
+                self._proc.wait(timeout=max(0.0, after - (time.monotonic() - self.started)))
+            except subprocess.TimeoutExpired:
+                announce(NOTE)
+        code = self._proc.wait()
+        if code:
+            logger.info("the kernels' warm-up exited with status %s: the workers compile them", code)
+        return code == 0
+
+    def close(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.terminate()
+        self._proc.wait()
+
+    def __enter__(self) -> "KernelWarmUp":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 # --------------------------------------------------------------------------- command line

@@ -1,51 +1,97 @@
-"""The client compiles every kernel the workers run (bgdask.kernels.stats.warm_up)."""
+"""The kernels compile once, before work is submitted (bgdask.kernels.warm),
+in a process of the command line's own (bgdask.cluster.KernelWarmUp)."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from bgdask.cluster import KernelWarmUp
+from bgdask.kernels.warm import NOTE
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # In a fresh process (no other test has called a kernel yet): warm_up, then
-# every compiled kernel of bgdask.kernels and the argument types it has.
+# whole runs of both methods and both placements on the synchronous scheduler
+# (the code the workers run). Prints each kernel's signatures after warm_up
+# and after the runs.
 PROBE = """
-import importlib, json
+import importlib, json, sys
 from numba.core.registry import CPUDispatcher
-from bgdask.kernels.stats import warm_up
+from bgdask.kernels.warm import warm_up
+
+def kernels():
+    for name in ("stats", "pixels", "centroid", "interp"):
+        module = importlib.import_module("bgdask.kernels." + name)
+        for attr, obj in vars(module).items():
+            if isinstance(obj, CPUDispatcher) and obj.__module__ == module.__name__:
+                yield name, name + "." + attr, obj
+
+def signatures():
+    return {key: sorted(str(sig) for sig in obj.signatures) for _, key, obj in kernels()}
+
 warm_up()
-out, calls = {}, {}
-for name in ("stats", "pixels", "centroid", "interp"):
-    module = importlib.import_module("bgdask.kernels." + name)
-    for attr, obj in vars(module).items():
-        if isinstance(obj, CPUDispatcher) and obj.__module__ == module.__name__:
-            out[name + "." + attr] = [[str(t) for t in sig] for sig in obj.signatures]
-            calls[name + "." + attr] = [name + "." + n for n in obj.py_func.__code__.co_names]
-print(json.dumps([out, calls]))
+after_warm_up = signatures()
+from bgdask import MatchConfig, match_backgrounds
+from bgdask.testing import tiny_tract
+sim, tract = tiny_tract(sys.argv[1] + "/tract", n_visits=3, num_patches=(2, 2), patch_inner=96, patch_border=8)
+bins = dict(x_bin=16, y_bin=16)
+for i, cfg in enumerate([MatchConfig(**bins), MatchConfig(method="global", **bins),
+                         MatchConfig(placement="centroid", **bins)]):
+    match_backgrounds(tract / "manifest.csv", sys.argv[1] + f"/out{i}.zarr", cfg, scheduler="synchronous")
+calls = {key: [name + "." + n for n in obj.py_func.__code__.co_names] for name, key, obj in kernels()}
+print(json.dumps([after_warm_up, signatures(), calls]))
 """
 
 
-def test_warm_up_compiles_every_kernel_for_the_types_the_stages_use():
+@pytest.mark.slow
+def test_warm_up_leaves_nothing_for_a_run_to_compile(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env=env, timeout=600)
+    proc = subprocess.run([sys.executable, "-c", PROBE, str(tmp_path)], capture_output=True, text=True,
+                          env=env, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    kernels, calls = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert len(kernels) >= 10, sorted(kernels)
-    # compiled: those called with types, and every kernel they call (compiled with them)
-    compiled = {name for name, sigs in kernels.items() if sigs}
+    warmed, after_runs, calls = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(after_runs) >= 10, sorted(after_runs)
+    # every kernel is compiled by warm_up: called with types, or called by one that was
+    compiled = {name for name, sigs in warmed.items() if sigs}
     todo = list(compiled)
     while todo:
         for callee in calls[todo.pop()]:
-            if callee in kernels and callee not in compiled:
+            if callee in warmed and callee not in compiled:
                 compiled.add(callee)
                 todo.append(callee)
-    missing = sorted(set(kernels) - compiled)
-    assert not missing, f"kernels warm_up leaves the workers to compile: {missing}"
-    images = {sig[0] for sig in kernels["stats._stats_kernel"]}
+    assert compiled == set(warmed), f"kernels warm_up does not compile: {sorted(set(warmed) - compiled)}"
+    # a kernel that a run called is compiled (or loaded) for each type it was called with
+    new = {name: sorted(set(sigs) - set(warmed.get(name, ()))) for name, sigs in after_runs.items()}
+    new = {name: sigs for name, sigs in new.items() if sigs}
+    assert not new, f"a run compiled kernels that warm_up had not: {new}"
+    images = {sig.split(",")[0] for sig in warmed["stats._stats_kernel"]}
     assert any("float32" in t for t in images) and any("float64" in t for t in images), images
-    planes = {(sig[2], sig[4]) for sig in kernels["stats._bad_pixels"]}
-    for dtype in ("float32", "float64"):
-        assert any(dtype in image and dtype in variance for image, variance in planes), planes
+
+
+def test_kernel_warm_up_runs_in_a_process_of_its_own_and_announces_a_long_wait():
+    said = []
+    with KernelWarmUp() as warming:
+        assert warming._proc.pid != os.getpid()
+        assert warming.wait(said.append, after=3600.0)     # loaded or compiled: no note before an hour
+    assert said == [] and warming._proc.returncode == 0
+    # a warm-up still running after `after` seconds is announced once, then waited for
+    with KernelWarmUp(("-c", "import time; time.sleep(1.5)")) as slow:
+        assert slow.wait(said.append, after=0.2)
+    assert said == [NOTE] and slow._proc.returncode == 0
+    # one that fails leaves the workers to compile: the run goes on
+    with KernelWarmUp(("-c", "raise SystemExit(3)")) as failing:
+        assert not failing.wait(said.append)
+    assert said == [NOTE]
+
+
+def test_kernel_warm_up_is_stopped_when_the_run_ends_early():
+    with pytest.raises(RuntimeError), KernelWarmUp(("-c", "import time; time.sleep(600)")) as slow:
+        raise RuntimeError("bad input")
+    assert slow._proc.returncode == -signal.SIGTERM

@@ -49,7 +49,7 @@ def cmd_match_butler(args) -> int:
     """Query the repository, match each (tract, band) group on one cluster,
     put the outputs when --output-run is given. 0: all groups done; 1: some
     groups failed (the others finished); 2 (BgdaskError): nothing was done."""
-    from ..cluster import connect, dashboard_link, options_from_args
+    from ..cluster import KernelWarmUp
 
     if getattr(args, "resume", False) and getattr(args, "overwrite", False):
         raise InputError("--resume and --overwrite exclude each other")
@@ -61,6 +61,13 @@ def cmd_match_butler(args) -> int:
         raise InputError(f"{repo}: a Butler repository: give the collections to search with --collections C1[,C2]")
     dataset_type = args.dataset_type or DEFAULT_DATASET_TYPE
     t0 = time.perf_counter()
+    with KernelWarmUp() as warming:  # compiles while the repository is queried and the cluster starts
+        return _match_repo(args, cfg, repo, dataset_type, t0, warming)
+
+
+def _match_repo(args, cfg, repo, dataset_type, t0, warming) -> int:
+    from ..cluster import connect, dashboard_link, options_from_args
+
     butler = open_butler(repo, writeable=bool(args.output_run))
     if args.output_run:
         check_output_run(butler, args.output_run)
@@ -76,6 +83,7 @@ def cmd_match_butler(args) -> int:
     with connect(options_from_args(args)) as client:
         link = dashboard_link(client)
         _echo(f"dask dashboard: {link}" if link else "dask dashboard: not available")
+        warming.wait(_echo)
         results = match_groups(
             groups, args.output, cfg, client, butler=butler, output_run=args.output_run,
             skymap=getattr(args, "skymap", None), resume=getattr(args, "resume", False),

@@ -171,7 +171,7 @@ class MatchBackgroundsDaskTask(PipelineTask):
 
     def run(self, group: ButlerWarps, store: str) -> Struct:
         """Match ``group``'s warps into the Zarr store ``store`` on Dask."""
-        from ..cluster import ClusterOptions, connect
+        from ..cluster import ClusterOptions, KernelWarmUp, connect
         from ..pipeline import match_backgrounds
 
         cfg = self.config.to_match_config()
@@ -180,7 +180,8 @@ class MatchBackgroundsDaskTask(PipelineTask):
                                  threads_per_worker=self.config.threads_per_worker, dashboard=False)
         self.log.info("Matching %d warps of %d visits (%s) on Dask", len(group.refs), len(group.visits),
                       group.label)
-        with connect(options) as client:
+        with KernelWarmUp() as warming, connect(options) as client:
+            warming.wait()
             result = match_backgrounds(
                 group.catalog(), store, cfg, client, skymap=self.config.skymap_file or None,
                 overwrite=True, chunk_rows=self.config.chunk_rows or None,

@@ -80,7 +80,8 @@ bitwise reproducible for the same inputs, and they agree with the plain NumPy
 definitions (``np.median``, ``np.percentile``, ``np.mean``,
 ``np.var(ddof=1)``) to floating-point rounding (about 1e-15 relative).
 Non-contiguous inputs are copied to contiguous arrays first (one compiled
-variant per image dtype).
+variant per image dtype; only the parts that read the image depend on its
+type, the per-window statistics are one kernel compiled once).
 """
 
 from __future__ import annotations
@@ -126,6 +127,9 @@ _MIN_BINS = 16
 # ---------------------------------------------------------------------------
 
 _JIT = dict(nogil=True, cache=True, error_model="numpy")
+# Integers passed to another kernel start as np.int64(0), not 0: numba would
+# also compile the callee for the literal 0 (and compiling is what a first
+# run after an install waits for).
 
 
 @njit(**_JIT)
@@ -193,7 +197,7 @@ def _place(a, n, k, placed, nplaced):
     """Put the k-th smallest of a[:n] (no NaN) at a[k], keeping the partition
     property at the positions already placed (sorted, in placed[:nplaced]).
     Returns the new nplaced."""
-    left = 0
+    left = np.int64(0)
     right = n
     pos = 0
     for p in range(nplaced):
@@ -248,7 +252,7 @@ def _grid_range(image, bad, nb):
     sy = max(h // 64, 1)
     sx = max(w // 64, 1)
     samp = np.empty(((h + sy - 1) // sy) * ((w + sx - 1) // sx), dtype=np.float64)
-    ns = 0
+    ns = np.int64(0)
     for r in range(sy // 2, h, sy):
         for c in range(sx // 2, w, sx):
             v = np.float64(image[r, c])
@@ -257,7 +261,7 @@ def _grid_range(image, bad, nb):
                 ns += 1
     if ns >= 16:
         k = (ns - 1) // 100
-        _select(samp, 0, ns, k)
+        _select(samp, np.int64(0), ns, k)
         lo = samp[k]
         _select(samp, k, ns, ns - 1 - k)
         hi = samp[ns - 1 - k]
@@ -479,7 +483,7 @@ def _window_ranks(ranks, nr, vals_out, tot, cy0, cy1, cx0, cx1, R, nb, vals, cst
         below = 0
         for bb in range(b0):
             below += tot[bb]
-        nc = 0
+        nc = np.int64(0)
         for cy in range(cy0, cy1):
             slot = cy % R
             for cx in range(cx0, cx1):
@@ -487,12 +491,93 @@ def _window_ranks(ranks, nr, vals_out, tot, cy0, cy1, cx0, cx1, R, nb, vals, cst
                 for j in range(base + off[slot, cx, b0], base + off[slot, cx, b1 + 1]):
                     cand[nc] = vals[slot, j]
                     nc += 1
-        npl = 0
+        npl = np.int64(0)
         for rr in range(r, r1):
             kk = ranks[rr] - below
             npl = _place(cand, nc, kk, placed, npl)
             vals_out[rr] = cand[kk]
         r = r1
+
+
+@njit(**_JIT)
+def _window_stat(n, statistic, nsig, num_iter, g, cy0, cy1, cx0, cx1, R, lo, inv, nb, zb, vals, cstart, off,
+                 binA, binB, tot, cand, placed, rbin, ranks, rvals, want, wv):
+    """(statistic, variance) of the n > 0 counted pixels of one window (cell
+    rows [cy0, cy1), cell columns [cx0, cx1)). A kernel of its own, which
+    does not depend on the image's type: compiled once for every image type."""
+    if statistic == 0:  # MEAN
+        m, var = _mean_var_all(n, g, cy0, cy1, cx0, cx1, R, lo, inv, nb, zb,
+                               vals, cstart, off, binA, binB)
+    elif statistic == 1:  # MEDIAN
+        mlo = (n - 1) >> 1
+        ranks[0] = mlo
+        nr = np.int64(1)
+        if (n & 1) == 0:
+            ranks[1] = mlo + 1
+            nr = np.int64(2)
+        _window_ranks(ranks, nr, rvals, tot, cy0, cy1, cx0, cx1, R, nb, vals, cstart,
+                      off, cand, placed, rbin)
+        m = (rvals[0] + rvals[1]) / 2.0 if nr == 2 else rvals[0]
+        mean, var = _mean_var_all(n, g, cy0, cy1, cx0, cx1, R, lo, inv, nb, zb,
+                                  vals, cstart, off, binA, binB)
+    else:  # MEANCLIP
+        mlo = (n - 1) >> 1
+        even = (n & 1) == 0
+        v1 = (n - 1) * 0.25
+        i1 = int(math.floor(v1))
+        g1 = v1 - i1
+        v3 = (n - 1) * 0.75
+        i3 = int(math.floor(v3))
+        g3 = v3 - i3
+        want[0] = i1
+        want[1] = i1 + 1 if g1 > 0.0 else i1
+        want[2] = mlo
+        want[3] = mlo + 1 if even else mlo
+        want[4] = i3
+        want[5] = i3 + 1 if g3 > 0.0 else i3
+        nr = np.int64(0)
+        for t in range(6):  # want is sorted
+            if nr == 0 or want[t] != ranks[nr - 1]:
+                ranks[nr] = want[t]
+                nr += 1
+        _window_ranks(ranks, nr, rvals, tot, cy0, cy1, cx0, cx1, R, nb, vals, cstart,
+                      off, cand, placed, rbin)
+        r = 0
+        for t in range(6):
+            while ranks[r] != want[t]:
+                r += 1
+            wv[t] = rvals[r]
+        med = (wv[2] + wv[3]) / 2.0 if even else wv[2]
+        p25 = _lerp(wv[0], wv[1], g1)
+        p75 = _lerp(wv[4], wv[5], g3)
+        c = med
+        h = nsig * IQ_TO_STDEV * (p75 - p25)
+        var = np.nan
+        have_var = False
+        for _ in range(num_iter):
+            k, p, q = _wsums(c, h, c, cy0, cy1, cx0, cx1, R, lo, inv, nb, zb,
+                             vals, cstart, off, binA, binB)
+            if k == 0:
+                break
+            dm = p / k
+            mean = c + dm
+            if k < 2:
+                v = np.nan
+            elif p * dm <= 0.25 * q:
+                v = (q - p * dm) / (k - 1)
+            else:  # mean far from c: second pass about the mean
+                _, _, q2 = _wsums(c, h, mean, cy0, cy1, cx0, cx1, R, lo, inv, nb,
+                                  zb, vals, cstart, off, binA, binB)
+                v = q2 / (k - 1)
+            c = mean
+            var = v
+            have_var = True
+            h = nsig * math.sqrt(var)
+        if not have_var:
+            mean, var = _mean_var_all(n, g, cy0, cy1, cx0, cx1, R, lo, inv, nb, zb,
+                                      vals, cstart, off, binA, binB)
+        m = c
+    return m, var
 
 
 @njit(**_JIT)
@@ -545,84 +630,14 @@ def _stats_kernel(image, bad, ex, usedx, cx0s, cx1s, ey, cy0s, cy1s, R, hmax, am
         for i in range(nbx):
             cx0 = cx0s[i]
             cx1 = cx1s[i]
-            n = 0
+            n = np.int64(0)
             for cy in range(cy0, cy1):
                 for cx in range(cx0, cx1):
                     n += off[cy % R, cx, nb + 2]
             if n == 0:
                 continue
-            if statistic == 0:  # MEAN
-                m, var = _mean_var_all(n, g, cy0, cy1, cx0, cx1, R, lo, inv, nb, zb,
-                                       vals, cstart, off, binA, binB)
-            elif statistic == 1:  # MEDIAN
-                mlo = (n - 1) >> 1
-                ranks[0] = mlo
-                nr = 1
-                if (n & 1) == 0:
-                    ranks[1] = mlo + 1
-                    nr = 2
-                _window_ranks(ranks, nr, rvals, tot, cy0, cy1, cx0, cx1, R, nb, vals, cstart,
-                              off, cand, placed, rbin)
-                m = (rvals[0] + rvals[1]) / 2.0 if nr == 2 else rvals[0]
-                mean, var = _mean_var_all(n, g, cy0, cy1, cx0, cx1, R, lo, inv, nb, zb,
-                                          vals, cstart, off, binA, binB)
-            else:  # MEANCLIP
-                mlo = (n - 1) >> 1
-                even = (n & 1) == 0
-                v1 = (n - 1) * 0.25
-                i1 = int(math.floor(v1))
-                g1 = v1 - i1
-                v3 = (n - 1) * 0.75
-                i3 = int(math.floor(v3))
-                g3 = v3 - i3
-                want[0] = i1
-                want[1] = i1 + 1 if g1 > 0.0 else i1
-                want[2] = mlo
-                want[3] = mlo + 1 if even else mlo
-                want[4] = i3
-                want[5] = i3 + 1 if g3 > 0.0 else i3
-                nr = 0
-                for t in range(6):  # want is sorted
-                    if nr == 0 or want[t] != ranks[nr - 1]:
-                        ranks[nr] = want[t]
-                        nr += 1
-                _window_ranks(ranks, nr, rvals, tot, cy0, cy1, cx0, cx1, R, nb, vals, cstart,
-                              off, cand, placed, rbin)
-                r = 0
-                for t in range(6):
-                    while ranks[r] != want[t]:
-                        r += 1
-                    wv[t] = rvals[r]
-                med = (wv[2] + wv[3]) / 2.0 if even else wv[2]
-                p25 = _lerp(wv[0], wv[1], g1)
-                p75 = _lerp(wv[4], wv[5], g3)
-                c = med
-                h = nsig * IQ_TO_STDEV * (p75 - p25)
-                var = np.nan
-                have_var = False
-                for _ in range(num_iter):
-                    k, p, q = _wsums(c, h, c, cy0, cy1, cx0, cx1, R, lo, inv, nb, zb,
-                                     vals, cstart, off, binA, binB)
-                    if k == 0:
-                        break
-                    dm = p / k
-                    mean = c + dm
-                    if k < 2:
-                        v = np.nan
-                    elif p * dm <= 0.25 * q:
-                        v = (q - p * dm) / (k - 1)
-                    else:  # mean far from c: second pass about the mean
-                        _, _, q2 = _wsums(c, h, mean, cy0, cy1, cx0, cx1, R, lo, inv, nb,
-                                          zb, vals, cstart, off, binA, binB)
-                        v = q2 / (k - 1)
-                    c = mean
-                    var = v
-                    have_var = True
-                    h = nsig * math.sqrt(var)
-                if not have_var:
-                    mean, var = _mean_var_all(n, g, cy0, cy1, cx0, cx1, R, lo, inv, nb, zb,
-                                              vals, cstart, off, binA, binB)
-                m = c
+            m, var = _window_stat(n, statistic, nsig, num_iter, g, cy0, cy1, cx0, cx1, R, lo, inv, nb, zb,
+                                  vals, cstart, off, binA, binB, tot, cand, placed, rbin, ranks, rvals, want, wv)
             if not np.isfinite(m):
                 continue
             S[j, i] = m * n
@@ -847,59 +862,3 @@ def bad_pixels(mask, bad_bits: int, image=None, variance=None) -> np.ndarray:
 def nonpositive_variance(variance) -> int:
     """How many pixels have zero or negative variance (NaN not counted)."""
     return int(np.count_nonzero(np.asarray(variance) <= 0))
-
-
-_WARM_LOCK = __import__("threading").Lock()
-_WARM = False
-
-
-def _exercise_kernels() -> None:
-    """Call every compiled kernel a worker runs, with each argument type the
-    stages give it (float32 and float64 images and variances), on tiny arrays."""
-    from .centroid import window_sums
-    from .interp import _ppoly_eval
-    from .pixels import bin_counts, bit_tables, remap_bits
-
-    mask = np.zeros((4, 4), np.int32)
-    remap_bits(mask, bit_tables([(0, 1)]))
-    for dtype in (np.float32, np.float64):
-        image = np.zeros((4, 4), dtype=dtype)
-        for var_dtype in (np.float32, np.float64):
-            bad = bad_pixels(mask, 1, image, np.ones((4, 4), dtype=var_dtype))
-        superpixel_stats(image, bad, 0, 0, (2, 2), 2, 2)
-        window_sums(image, bad, 0, 0, (2, 2), 2, 2)
-        window_sums(image, bad, 0, 0, (2, 2), 2, 2, plane=np.ones((4, 4)))
-    bin_counts(bad, bad, np.zeros(4, np.int64), np.zeros(4, np.int64), (1, 1))
-    bin_counts(bad, None, np.zeros(4, np.int64), np.zeros(4, np.int64), (1, 1))
-    _ppoly_eval(np.zeros((2, 1, 1)), np.array([0.0, 1.0]), np.array([0.5]), np.empty((1, 1)))
-
-
-def warm_up(announce=None, after: float = 3.0) -> None:
-    """Compile every kernel the workers run (statistics, bad pixels, mask
-    bits, window sums, interpolation) for the argument types they see, or
-    load them from numba's on-disk cache, once per process.
-
-    Call it in the client before work is submitted: the first call after an
-    install compiles (30 to 50 s on a 2-core machine) and writes numba's cache, which worker
-    processes then load instead of all compiling at once. ``announce(text)``
-    is called if the call is still running after ``after`` seconds (that is,
-    compiling). Thread-safe; later calls return at once.
-    """
-    global _WARM
-    import threading
-
-    with _WARM_LOCK:
-        if _WARM:
-            return
-        timer = None
-        if announce is not None:
-            timer = threading.Timer(after, announce,
-                                    ("compiling bgdask's kernels once (after an install: up to a minute)",))
-            timer.daemon = True
-            timer.start()
-        try:
-            _exercise_kernels()
-        finally:
-            if timer is not None:
-                timer.cancel()
-        _WARM = True
