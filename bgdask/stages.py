@@ -337,9 +337,15 @@ class _Graph:
         return items[0]
 
     def graph(self, *extra):
+        """The stage's graph: its layer over the collection's planes whose
+        chunks its tasks take as references (and ``extra`` collections). The
+        read layers stay out: tasks read the same rows themselves, and a
+        layer no task refers to would travel to the scheduler whole (dask
+        does not cull a layer after one whose tasks need nothing outside it)."""
         from dask.highlevelgraph import HighLevelGraph
 
-        deps = [self.tract.array(p) for p in REQUIRED_VARIABLES] + list(extra)
+        deps = [self.tract.array(p) for p, ref in zip(REQUIRED_VARIABLES, self.tract.computed) if ref]
+        deps += list(extra)
         return HighLevelGraph.from_collections(self.name, self.layer, dependencies=deps)
 
 
