@@ -37,8 +37,7 @@ import numpy as np
 from . import background as bg
 from .config import MatchConfig
 from .errors import ModelError
-from .stages import (READ_PLANES, Solution, Tract, _common, _Graph, _image_and_bad, _planes_and_bad, cfg_token,
-                     read_notes)
+from .stages import Solution, Tract, _common, _Graph, _image_and_bad, _planes_and_bad, cfg_token, read_notes
 
 __all__ = ["Coverage", "PairSums", "check_config", "graph_coverage", "choose_pairs", "graph_pairs", "solve", "models_of",
            "solve_info_attrs", "SkippedVisitWarning"]
@@ -144,7 +143,7 @@ def graph_coverage(tract: Tract, cfg: MatchConfig, criteria: bool):
         leaves = []
         for key in tract.keys_of[v]:
             vi, pi = tract.index(key)
-            leaves.append(g.task(g.key("warp", vi, pi), _leaf_cover, key, *g.planes(vi, pi, *READ_PLANES),
+            leaves.append(g.task(g.key("warp", vi, pi), _leaf_cover, key, *g.planes(vi, pi),
                                  tract.boxes[key[1]], ys, bits, grid, cfg, criteria))
         if not leaves:
             continue
@@ -216,8 +215,8 @@ def graph_pairs(tract: Tract, cfg: MatchConfig, ref: int, pairs: list[tuple[int,
             ui, pi = tract.index((u, p))
             vi, _ = tract.index((v, p))
             leaves.append(g.task(g.key("diff", k, pi), _leaf_pair,
-                                 u, *g.planes(ui, pi, *READ_PLANES),
-                                 v, *g.planes(vi, pi, *READ_PLANES),
+                                 u, *g.planes(ui, pi),
+                                 v, *g.planes(vi, pi),
                                  tract.boxes[p], ys, bits, grid, cfg))
         roots.append(_tree(g, "sum", (k,), leaves))
     key = g.task(g.key("solve"), _solve, g.seq([g.ref(r) for r in roots]), dict(support), ref, cfg)

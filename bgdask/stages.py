@@ -31,6 +31,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from . import background as bg
+from ._compat import DataNode, List, Task, TaskRef
 from .collection import REQUIRED_COORDS, REQUIRED_VARIABLES, BlockRead
 from .config import MatchConfig
 from .errors import InputError
@@ -50,7 +51,7 @@ __all__ = ["Tract", "Solution", "tract_of", "stage_a", "stage_b", "matched_array
 @dataclass
 class Tract:
     """A Dataset of warps, decoded once: index, boxes, geometry, mask layout,
-    and each chunk of each plane as a read spec or a graph key."""
+    and each chunk of each plane as a read spec or a graph key (:attr:`chunks`)."""
 
     ds: Any
     visits: list[int]
@@ -73,11 +74,28 @@ class Tract:
         for k in self.keys:
             self.keys_of[k[0]].append(k)
         self._keyset = set(self.keys)
+        #: each patch's inner box
+        self.inner_boxes = {p: self.skymap.inner_box(p) for p in self.patches}
         self._arrays = {plane: self.ds[plane].data for plane in REQUIRED_VARIABLES}
-        self._specs = {}
-        for plane, arr in self._arrays.items():
-            layer = arr.__dask_graph__().layers.get(arr.name)
-            self._specs[plane] = getattr(layer, "specs", None)
+        specs = {plane: getattr(arr.__dask_graph__().layers.get(arr.name), "specs", None)
+                 for plane, arr in self._arrays.items()}
+        #: per plane (REQUIRED_VARIABLES order), whether its chunks are computed
+        #: chunks of the Dataset (references), not read specs
+        self.computed = tuple(specs[plane] is None for plane in REQUIRED_VARIABLES)
+        #: every chunk of every warp, ``chunks[vi, pi, plane, yi]`` (planes in
+        #: REQUIRED_VARIABLES order), one object array for the whole tract: the
+        #: :class:`BlockRead` spec where the collection's chunk is a read task,
+        #: else a reference to the chunk
+        self.chunks = np.stack([self._refs(plane) if specs[plane] is None else specs[plane]
+                                for plane in REQUIRED_VARIABLES], axis=2)
+
+    def _refs(self, plane: str) -> np.ndarray:
+        """References to every chunk of a plane, ``[vi, pi, yi]``."""
+        name = self._arrays[plane].name
+        out = np.empty((len(self.visits), len(self.patches), len(self.row_starts)), dtype=object)
+        for vi, pi, yi in np.ndindex(out.shape):
+            out[vi, pi, yi] = TaskRef((name, vi, pi, yi, 0))
+        return out
 
     def index(self, key: tuple[int, int]) -> tuple[int, int]:
         return self._vidx[key[0]], self._pidx[key[1]]
@@ -86,15 +104,8 @@ class Tract:
         return self._arrays[plane]
 
     def blocks(self, plane: str, vi: int, pi: int) -> list:
-        """The chunks of one warp's plane: :class:`BlockRead` specs where the
-        collection's chunk is a read task, else references to the chunk."""
-        specs = self._specs[plane]
-        if specs is not None:
-            return list(specs[vi, pi])
-        from ._compat import TaskRef
-
-        name = self._arrays[plane].name
-        return [TaskRef((name, vi, pi, yi, 0)) for yi in range(len(self.row_starts))]
+        """The chunks of one warp's plane (a row of :attr:`chunks`)."""
+        return self.chunks[vi, pi, REQUIRED_VARIABLES.index(plane)].tolist()
 
     def rows_of(self, yi: int) -> slice:
         return slice(self.row_starts[yi], self.row_starts[yi] + self.row_sizes[yi])
@@ -219,11 +230,6 @@ def _whole_mask(blocks, box: Box, y_starts) -> tuple[np.ndarray, int]:
     return (parts[0] if len(parts) == 1 else np.concatenate(parts)), unnamed
 
 
-#: The planes every task reading a warp's pixels for a statistic reads: the
-#: variance too, since pixels of zero or negative variance are bad.
-READ_PLANES = ("image", "mask", "variance")
-
-
 def _planes_and_bad(key, image_blocks, mask_blocks, var_blocks, box, y_starts, bits: BadBits, notes: bool = True):
     """A warp's image and variance, its bad pixels (:func:`~bgdask.kernels.stats.bad_pixels`:
     bad mask planes, non-finite image, zero or negative variance) and its
@@ -290,30 +296,31 @@ class _Graph:
         return (f"bgdask-{self.stage}-{kind}-{self.token}", *index)
 
     def task(self, key, fn, *args):
-        from ._compat import Task
-
         self.layer[key] = Task(key, fn, *args)
         return key
 
     def data(self, key, value):
-        from ._compat import DataNode
-
         self.layer[key] = DataNode(key, value)
         return key
 
     def ref(self, key):
-        from ._compat import TaskRef
-
         return TaskRef(key)
 
     def seq(self, items: list):
         """A list argument (its references resolved when the task runs)."""
-        from ._compat import List, TaskRef
-
         return List(*items) if any(isinstance(i, TaskRef) for i in items) else list(items)
 
-    def planes(self, vi: int, pi: int, *names: str) -> list:
-        return [self.seq(self.tract.blocks(n, vi, pi)) for n in names]
+    def planes(self, vi: int, pi: int, rows: int | None = None, chunks: np.ndarray | None = None):
+        """A warp's image, mask and variance chunks (its first ``rows`` of
+        them), three list arguments (from ``chunks``, default
+        :attr:`Tract.chunks`): read specs, or references resolved when the
+        task runs. Lists, not arrays: they pickle faster. A task reading
+        pixels for a statistic reads all three: pixels of zero or negative
+        variance are bad."""
+        table = (self.tract.chunks if chunks is None else chunks)[vi, pi, :, :rows].tolist()
+        if not any(self.tract.computed):
+            return table
+        return [List(*row) if ref else row for row, ref in zip(table, self.tract.computed)]
 
     def tree(self, kind: str, index, leaves: list, add=bg.Partial.__add__):
         """The root of a fixed binary tree of ``add`` over ``leaves`` (keys):
@@ -330,9 +337,15 @@ class _Graph:
         return items[0]
 
     def graph(self, *extra):
+        """The stage's graph: its layer over the collection's planes whose
+        chunks its tasks take as references (and ``extra`` collections). The
+        read layers stay out: tasks read the same rows themselves, and a
+        layer no task refers to would travel to the scheduler whole (dask
+        does not cull a layer after one whose tasks need nothing outside it)."""
         from dask.highlevelgraph import HighLevelGraph
 
-        deps = [self.tract.array(p) for p in REQUIRED_VARIABLES] + list(extra)
+        deps = [self.tract.array(p) for p, ref in zip(REQUIRED_VARIABLES, self.tract.computed) if ref]
+        deps += list(extra)
         return HighLevelGraph.from_collections(self.name, self.layer, dependencies=deps)
 
 
@@ -360,7 +373,7 @@ def graph_a(tract: Tract, cfg: MatchConfig):
         calls = []
         for key in tract.keys_of[v]:
             vi, pi = tract.index(key)
-            calls.append((("warp", vi, pi), _leaf_a, (key, *g.planes(vi, pi, *READ_PLANES), tract.boxes[key[1]],
+            calls.append((("warp", vi, pi), _leaf_a, (key, *g.planes(vi, pi), tract.boxes[key[1]],
                                                     ys, bits, grid, cfg)))
         if not calls:
             continue
@@ -445,12 +458,12 @@ def graph_b(tract: Tract, cfg: MatchConfig, ref: int):
         for key in tract.keys_of[v]:
             vi, pi = tract.index(key)
             box = tract.boxes[key[1]]
-            inner = tract.skymap.inner_box(key[1])
+            inner = tract.inner_boxes[key[1]]
             ref_key = (ref, key[1])
-            own = g.planes(vi, pi, *READ_PLANES)
+            own = g.planes(vi, pi)
             if ref_key in present:
                 ri, _ = tract.index(ref_key)
-                calls.append((("diff", vi, pi), leaf_b, (ref_key, *g.planes(ri, pi, *READ_PLANES), key, *own, box,
+                calls.append((("diff", vi, pi), leaf_b, (ref_key, *g.planes(ri, pi), key, *own, box,
                                                         ys, bits, grid, cfg, inner)))
                 read_refs.add(ref_key)
             else:
@@ -464,7 +477,7 @@ def graph_b(tract: Tract, cfg: MatchConfig, ref: int):
     for key in tract.keys:
         if key[0] == ref and key not in read_refs:
             vi, pi = tract.index(key)
-            rest.append(g.task(g.key("count", vi, pi), _leaf_count, key, *g.planes(vi, pi, *READ_PLANES),
+            rest.append(g.task(g.key("count", vi, pi), _leaf_count, key, *g.planes(vi, pi),
                                tract.boxes[key[1]], ys, bits))
     return g.graph(), jobs, rest, order
 
@@ -559,9 +572,10 @@ def matched_arrays(tract: Tract, cfg: MatchConfig, sol: Solution) -> dict:
     if sol.mask_planes is not None and dict(sol.mask_planes) != tract.mask_planes:
         # bits without a name found: the matched mask carries them as UNNAMED planes
         mname = g.key("matched-mask")[0]
+        masks = _retarget(tract.chunks, sol.mask_planes)[:, :, REQUIRED_VARIABLES.index("mask")]
         for vi in range(len(tract.visits)):
             for pi in range(len(tract.patches)):
-                for yi, spec in enumerate(_retarget(tract.blocks("mask", vi, pi), sol.mask_planes)):
+                for yi, spec in enumerate(masks[vi, pi]):
                     g.task((mname, vi, pi, yi, 0), _mask_block if isinstance(spec, BlockRead) else np.asarray,
                            spec)
     # layers each named as the array made of it: the coarse grids' layer
@@ -659,26 +673,25 @@ class _WarpC:
         return 3 + 3 * self.has_ref + (self.mode == "given")
 
 
-def _warp_c(tract: Tract, sol: Solution, key, mode: str, quality: bool, matched_name: str | None = None):
-    """The :class:`_WarpC` of a warp and its chunk lists (own image, mask,
-    variance; the reference's when measured against it; the matched chunks
-    in mode ``given``)."""
+def _warp_c(g: _Graph, sol: Solution, key, mode: str, quality: bool, chunks: np.ndarray,
+            matched_name: str | None = None):
+    """The :class:`_WarpC` of a warp and its chunk lists, as task arguments:
+    own image, mask (from ``chunks``, the tract's in the solution's mask
+    layout), variance; the reference's when measured against it; the matched
+    chunks in mode ``given``."""
+    tract = g.tract
     vi, pi = tract.index(key)
     box = tract.boxes[key[1]]
     n = sum(1 for y0 in tract.row_starts if y0 < box.height)
     ref_key = (sol.reference, key[1])
     has_ref = quality and key[0] != sol.reference and ref_key in tract._keyset
-    meta = _WarpC(vi, pi, box, tract.skymap.inner_box(key[1]), tuple(tract.row_starts[:n]), mode,
+    meta = _WarpC(vi, pi, box, tract.inner_boxes[key[1]], tuple(tract.row_starts[:n]), mode,
                   sol.matches(key), key[0] == sol.reference, has_ref)
-    lists = [tract.blocks(plane, vi, pi)[:n] for plane in ("image", "mask", "variance")]
-    lists[1] = _retarget(lists[1], sol.mask_planes)
+    lists = [*g.planes(vi, pi, n, chunks)]
     if has_ref:
-        ri, _ = tract.index(ref_key)
-        lists += [tract.blocks(plane, ri, pi)[:n] for plane in ("image", "mask", "variance")]
+        lists.extend(g.planes(tract.index(ref_key)[0], pi, n))
     if mode == "given":
-        from ._compat import TaskRef
-
-        lists.append([TaskRef((matched_name, vi, pi, yi, 0)) for yi in range(n)])
+        lists.append(List(*[TaskRef((matched_name, vi, pi, yi, 0)) for yi in range(n)]))
     return meta, lists
 
 
@@ -759,13 +772,21 @@ def _visit_total(*groups) -> QualityPartial:
     return bg.tree_reduce([p for parts in groups for p in parts], QualityPartial.__add__)
 
 
-def _retarget(specs: list, layout) -> list:
-    """Mask read specs remapping to ``layout`` (the solution's, which may
-    have UNNAMED planes the collection's lacks)."""
+def _retarget(chunks: np.ndarray, layout) -> np.ndarray:
+    """A table of chunks like :attr:`Tract.chunks` whose mask read specs remap
+    to ``layout`` (the solution's, which may have UNNAMED planes the
+    collection's lacks); ``chunks`` itself when no spec changes."""
     if layout is None:
-        return specs
-    return [dataclasses.replace(s, target=dict(layout))
-            if isinstance(s, BlockRead) and s.target is not None and s.target != layout else s for s in specs]
+        return chunks
+    m = REQUIRED_VARIABLES.index("mask")
+    changed = [(i, s) for i, s in np.ndenumerate(chunks[:, :, m])
+               if isinstance(s, BlockRead) and s.target is not None and s.target != layout]
+    if not changed:
+        return chunks
+    out, target = chunks.copy(), dict(layout)
+    for (vi, pi, yi), s in changed:
+        out[vi, pi, m, yi] = dataclasses.replace(s, target=target)
+    return out
 
 
 def _mask_block(spec):
@@ -788,6 +809,7 @@ def _stage_c_graph(g: _Graph, tract: Tract, cfg: MatchConfig, sol: Solution, mod
     grid, bits = _common(tract, cfg)
     cshape = coarse_shape(tract.skymap.width, tract.skymap.height, cfg.binning)
     size = group_size(_leaf_ms(tract, _C_NS_PER_PIXEL, _C_FIXED_MS))
+    chunks = _retarget(tract.chunks, sol.mask_planes)
     ends, leaves = [], {}
     for v in tract.visits:
         keys = [k for k in tract.keys_of[v] if k in modes]
@@ -799,9 +821,9 @@ def _stage_c_graph(g: _Graph, tract: Tract, cfg: MatchConfig, sol: Solution, mod
         for gi, idx in enumerate(aligned_groups(len(keys), size)):
             metas, lists = [], []
             for i in idx:
-                meta, ls = _warp_c(tract, sol, keys[i], modes[keys[i]], quality, matched_name)
+                meta, ls = _warp_c(g, sol, keys[i], modes[keys[i]], quality, chunks, matched_name)
                 metas.append(meta)
-                lists += [g.seq(x) for x in ls]
+                lists.extend(ls)
             key = g.task(g.key("warps", vi, gi), _stage_c, store, model, cfg, cshape, grid, bits, quality,
                          tuple(metas), *lists)
             leaves.setdefault(v, []).append(key)
