@@ -498,30 +498,38 @@ def connect(options: ClusterOptions) -> Iterator["distributed.Client"]:  # noqa:
 
 
 class KernelWarmUp:
-    """Compiles bgdask's kernels (or loads them from numba's cache) in a
-    process of its own, ``python -m bgdask.kernels.warm``, while this one
-    reads its inputs and starts the cluster; :meth:`wait` for it before
-    submitting work, so that the workers only load the kernels.
+    """Compiles bgdask's kernels (or loads them from numba's cache) in
+    processes of their own, ``python -m bgdask.kernels.warm PART`` for each
+    part of :data:`bgdask.kernels.warm.PARTS` (one process for all on a
+    single core), while this one reads its inputs and starts the cluster;
+    :meth:`wait` for them before submitting work, so that the workers only
+    load the kernels.
 
-    A process rather than a thread: numba compiles mostly in Python, and a
+    Processes rather than a thread: numba compiles mostly in Python, and a
     thread of this process would share the GIL with the local cluster's
     scheduler. A context manager: leaving it stops a warm-up still running
     (a run that failed early). If the warm-up fails, the workers compile
     the kernels themselves."""
 
-    #: the warm-up's command (after the Python interpreter)
-    COMMAND = ("-m", "bgdask.kernels.warm")
-
-    def __init__(self, command: tuple[str, ...] = COMMAND):
+    def __init__(self, commands: list[tuple[str, ...]] | None = None):
         import bgdask
+        from bgdask.kernels.warm import PARTS
 
+        if commands is None:
+            parts = [(part,) for part in PARTS] if (os.cpu_count() or 1) > 1 else [()]
+            commands = [("-m", "bgdask.kernels.warm", *part) for part in parts]
         env = dict(os.environ)
         root = str(Path(bgdask.__file__).resolve().parents[1])  # the same bgdask, however it was found
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
         self.started = time.monotonic()
-        self._proc = subprocess.Popen([sys.executable, *command], env=env,
-                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.DEVNULL)
+        self.procs = []
+        try:
+            for command in commands:
+                self.procs.append(subprocess.Popen([sys.executable, *command], env=env, stdin=subprocess.DEVNULL,
+                                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        except BaseException:
+            self.close()
+            raise
 
     def wait(self, announce=None, after: float = 3.0) -> bool:
         """Wait until the kernels are compiled; ``announce(text)`` once if the
@@ -529,20 +537,23 @@ class KernelWarmUp:
         compiling, not loading). True if it succeeded."""
         from bgdask.kernels.warm import NOTE
 
-        if announce is not None and self._proc.poll() is None:
+        if announce is not None and any(p.poll() is None for p in self.procs):
             try:
-                self._proc.wait(timeout=max(0.0, after - (time.monotonic() - self.started)))
+                for p in self.procs:
+                    p.wait(timeout=max(0.0, after - (time.monotonic() - self.started)))
             except subprocess.TimeoutExpired:
                 announce(NOTE)
-        code = self._proc.wait()
-        if code:
-            logger.info("the kernels' warm-up exited with status %s: the workers compile them", code)
-        return code == 0
+        codes = [p.wait() for p in self.procs]
+        if any(codes):
+            logger.info("the kernels' warm-up exited with status %s: the workers compile them", codes)
+        return not any(codes)
 
     def close(self) -> None:
-        if self._proc.poll() is None:
-            self._proc.terminate()
-        self._proc.wait()
+        for p in self.procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in self.procs:
+            p.wait()
 
     def __enter__(self) -> "KernelWarmUp":
         return self

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bgdask.cluster import KernelWarmUp
-from bgdask.kernels.warm import NOTE
+from bgdask.kernels.warm import NOTE, PARTS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -75,23 +75,45 @@ def test_warm_up_leaves_nothing_for_a_run_to_compile(tmp_path):
     assert any("float32" in t for t in images) and any("float64" in t for t in images), images
 
 
-def test_kernel_warm_up_runs_in_a_process_of_its_own_and_announces_a_long_wait():
+def test_kernel_warm_up_runs_in_processes_of_its_own_and_announces_a_long_wait():
     said = []
     with KernelWarmUp() as warming:
-        assert warming._proc.pid != os.getpid()
+        assert len(warming.procs) == len(PARTS) and os.getpid() not in [p.pid for p in warming.procs]
         assert warming.wait(said.append, after=3600.0)     # loaded or compiled: no note before an hour
-    assert said == [] and warming._proc.returncode == 0
+    assert said == [] and [p.returncode for p in warming.procs] == [0, 0]
     # a warm-up still running after `after` seconds is announced once, then waited for
-    with KernelWarmUp(("-c", "import time; time.sleep(1.5)")) as slow:
+    with KernelWarmUp([("-c", "pass"), ("-c", "import time; time.sleep(1.5)")]) as slow:
         assert slow.wait(said.append, after=0.2)
-    assert said == [NOTE] and slow._proc.returncode == 0
+    assert said == [NOTE] and [p.returncode for p in slow.procs] == [0, 0]
     # one that fails leaves the workers to compile: the run goes on
-    with KernelWarmUp(("-c", "raise SystemExit(3)")) as failing:
+    with KernelWarmUp([("-c", "pass"), ("-c", "raise SystemExit(3)")]) as failing:
         assert not failing.wait(said.append)
     assert said == [NOTE]
 
 
+# After the parts ran in processes of their own: what exercise() still compiles.
+MISSES = """
+import json
+from numba.core.registry import CPUDispatcher
+from bgdask.kernels import centroid, interp, pixels, stats, warm
+warm.exercise()
+print(json.dumps({m.__name__ + "." + name: sum(obj.stats.cache_misses.values())
+                  for m in (stats, pixels, centroid, interp) for name, obj in vars(m).items()
+                  if isinstance(obj, CPUDispatcher) and sum(obj.stats.cache_misses.values())}))
+"""
+
+
+@pytest.mark.slow
+def test_the_parts_compile_every_kernel_of_the_warm_up(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "NUMBA_CACHE_DIR": str(tmp_path / "numba")}
+    for part in PARTS:
+        subprocess.run([sys.executable, "-m", "bgdask.kernels.warm", part], env=env, check=True, timeout=600)
+    out = subprocess.run([sys.executable, "-c", MISSES], env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.splitlines()[-1]) == {}, "exercise() compiled what the parts had not"
+
+
 def test_kernel_warm_up_is_stopped_when_the_run_ends_early():
-    with pytest.raises(RuntimeError), KernelWarmUp(("-c", "import time; time.sleep(600)")) as slow:
+    with pytest.raises(RuntimeError), KernelWarmUp([("-c", "import time; time.sleep(600)")] * 2) as slow:
         raise RuntimeError("bad input")
-    assert slow._proc.returncode == -signal.SIGTERM
+    assert [p.returncode for p in slow.procs] == [-signal.SIGTERM] * 2
