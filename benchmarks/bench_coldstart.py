@@ -4,8 +4,9 @@
 
 The numba kernels of bgdask are compiled on first use and cached on disk.
 "After an install" is reproduced with an empty numba cache (NUMBA_CACHE_DIR
-set to a new directory, inherited by the workers); the second run finds the
-cache the first one wrote. Each pair runs side by side (cold, then warm),
+set to a new directory, inherited by the workers) and an empty matplotlib
+cache (MPLCONFIGDIR, its font list); the second run finds the caches the
+first one wrote. Each pair runs side by side (cold, then warm),
 and the script prints both wall times and their difference. The client
 compiles the kernels once, while the cluster starts, so that the workers only
 load them (goal: cold at most 20 s slower than warm).
@@ -37,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def demo(out: Path, cache: Path, tree: Path) -> tuple[float, bool]:
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache),
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache / "numba"), MPLCONFIGDIR=str(cache / "matplotlib"),
                PYTHONPATH=os.pathsep.join(filter(None, [str(tree), os.environ.get("PYTHONPATH")])))
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "bgdask.cli", "demo", "-o", str(out), "--no-progress"],
@@ -49,8 +50,8 @@ def demo(out: Path, cache: Path, tree: Path) -> tuple[float, bool]:
 
 
 def pair(tree: Path) -> tuple[float, float, bool, bool]:
-    """A cold demo (new empty numba cache), then a warm one (the cache it wrote)."""
-    with tempfile.TemporaryDirectory(prefix="bgdask-numba-") as cache, \
+    """A cold demo (new empty numba and matplotlib caches), then a warm one (the caches it wrote)."""
+    with tempfile.TemporaryDirectory(prefix="bgdask-caches-") as cache, \
             tempfile.TemporaryDirectory(prefix="bgdask-cold-") as work:
         cold, said_cold = demo(Path(work) / "cold", Path(cache), tree)
         warm, said_warm = demo(Path(work) / "warm", Path(cache), tree)
@@ -71,10 +72,10 @@ def worktree(rev: str):
 
 def main(argv=None):
     p = common.parser(__doc__.splitlines()[0])
-    p.add_argument("--repeats", type=int, default=1, help="cold/warm pairs (each with a new empty cache)")
+    p.add_argument("--repeats", type=int, default=1, help="cold/warm pairs (each with new empty caches)")
     p.add_argument("--baseline", default=None, metavar="REV", help="also measure the bgdask of this git revision")
     args = p.parse_args(argv)
-    common.banner("bench_coldstart: first `bgdask demo` (empty numba cache) against the second")
+    common.banner("bench_coldstart: first `bgdask demo` (empty caches) against the second")
     with worktree(args.baseline) if args.baseline else contextlib.nullcontext() as base:
         trees = ([(f"baseline {args.baseline}", base)] if base else []) + [("this tree", ROOT)]
         rows = {name: [] for name, _ in trees}
