@@ -22,28 +22,127 @@ def _butler_stack_missing() -> str | None:
 collect_ignore = ["butler"] if _butler_stack_missing() else ["test_butler_suite.py"]
 
 
+# -- pytest-xdist (`-n 2`): which tests run on one worker ---------------------------------
+
+def pytest_itemcollected(item):
+    """Groups for pytest-xdist's ``loadgroup`` distribution (harmless
+    without it): the SLURM tests run one after another on one worker (the
+    single node has 2 CPUs, and each test wants every job of its own
+    running), and the tests of a module that share a module-scoped fixture
+    (a cluster, a 200-visit tract, a recomputed store) run on the worker
+    that builds it, once."""
+    module = item.getparent(pytest.Module)
+    if item.get_closest_marker("slurm"):
+        item.add_marker(pytest.mark.xdist_group("slurm"))
+    elif any(fixturedef.scope == "module" and fixturedef.baseid == module.nodeid
+             for fixturedefs in item._fixtureinfo.name2fixturedefs.values() for fixturedef in fixturedefs):
+        item.add_marker(pytest.mark.xdist_group(module.nodeid))
+
+
+def _seconds(item) -> float:
+    """About how long a test takes: ``slow(SECONDS)`` when a slow test says,
+    10 s for another slow test, under one for the others."""
+    slow = item.get_closest_marker("slow")
+    return 0.5 if slow is None else float(slow.args[0]) if slow.args else 10.0
+
+
+def _heaviest_first(items):
+    """On a pytest-xdist worker: the groups and tests that take longest
+    first, so that the workers, each handed the next group or test as it
+    runs out, end together. Every worker sorts the same collection alike."""
+    units = {}
+    for item in items:
+        mark = item.get_closest_marker("xdist_group")
+        units.setdefault(mark.args[0] if mark else item.nodeid, []).append(item)
+    return [item for unit in sorted(units.values(), key=lambda unit: -sum(map(_seconds, unit))) for item in unit]
+
+
+# -- the Butler suite ---------------------------------------------------------------------
+
+BUTLER_TEST = "test_the_butler_tests_pass_in_a_python_with_the_rubin_packages"
+
+
+def _start_butler_suite(config, module) -> None:
+    """Start the Butler suite in the background (once per session)."""
+    import tempfile
+    from pathlib import Path
+
+    if config.option.collectonly or hasattr(config, "_bgdask_butler_module"):
+        return
+    if getattr(config, "_bgdask_butler_dir", None) is None:
+        config._bgdask_butler_dir = Path(tempfile.mkdtemp(prefix="bgdask-butler-suite-"))
+    config._bgdask_butler_module = module
+    module.start(config._bgdask_butler_dir)
+
+
 @pytest.hookimpl(trylast=True)   # after -m and -k have deselected
 def pytest_collection_modifyitems(session, config, items):
-    """Start the Butler suite (a separate process, test_butler_suite.py) at
-    once when it is selected, and check its result last."""
-    suite = [item for item in items if item.name == "test_the_butler_tests_pass_in_a_python_with_the_rubin_packages"]
+    """On a pytest-xdist worker, order the tests heaviest first. Start the
+    Butler suite (a separate process, test_butler_suite.py) at once when it
+    is selected, and check its result last (under pytest-xdist the
+    controller starts it: pytest_xdist_node_collection_finished)."""
+    if hasattr(config, "workerinput"):
+        items[:] = _heaviest_first(items)
+    suite = [item for item in items if item.name == BUTLER_TEST]
     if not suite:
         return
     items[:] = [item for item in items if item not in suite] + suite
-    if not config.option.collectonly:
-        config._bgdask_butler_suite = suite[0].module.start()
+    if not hasattr(config, "workerinput"):
+        _start_butler_suite(config, suite[0].module)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    """pytest-xdist controller: tell each worker where the Butler suite's
+    output will be, and whether tests are distributed by group."""
+    import tempfile
+    from pathlib import Path
+
+    config = node.config
+    if getattr(config, "_bgdask_butler_dir", None) is None:
+        config._bgdask_butler_dir = Path(tempfile.mkdtemp(prefix="bgdask-butler-suite-"))
+    node.workerinput["bgdask_butler_suite"] = str(config._bgdask_butler_dir)
+    node.workerinput["bgdask_loadgroup"] = config.option.dist == "loadgroup"
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node, ids):
+    """pytest-xdist controller: start the Butler suite once, as soon as a
+    worker has collected its test (after -m and -k)."""
+    if any(i.split("@")[0].endswith("::" + BUTLER_TEST) for i in ids):
+        import importlib.util
+        from pathlib import Path
+
+        spec = importlib.util.spec_from_file_location("bgdask_butler_suite",
+                                                      Path(__file__).with_name("test_butler_suite.py"))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        _start_butler_suite(node.config, module)
 
 
 def pytest_unconfigure(config):
-    started = getattr(config, "_bgdask_butler_suite", None)
-    if started is not None and started[0].poll() is None:   # the session ended before its test
-        started[0].kill()
-        started[0].wait()
+    """Stop the Butler suite if the session ended before its test; remove its files."""
+    module = getattr(config, "_bgdask_butler_module", None)
+    if module is not None:
+        module.stop(config._bgdask_butler_dir, remove=True)
+    elif getattr(config, "_bgdask_butler_dir", None) is not None:
+        import shutil
+
+        shutil.rmtree(config._bgdask_butler_dir, ignore_errors=True)
 
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slurm: needs the single-node SLURM of deploy/slurm")
-    config.addinivalue_line("markers", "slow: takes more than a few seconds")
+    config.addinivalue_line("markers", "slow(seconds): takes more than a few seconds (about SECONDS, when given)")
+    config.addinivalue_line("markers", "xdist_group(name): run on the same pytest-xdist worker as the rest of the group")
+    # pytest-xdist: `-n N` alone distributes as `--dist loadgroup` (the groups
+    # of pytest_itemcollected hold), in the order of _heaviest_first
+    if getattr(config.option, "dist", "no") == "load":
+        config.option.dist = "loadgroup"
+    if getattr(config.option, "dist", "no") == "loadgroup":
+        config.option.loadscopereorder = False
+    if getattr(config, "workerinput", {}).get("bgdask_loadgroup"):   # a worker parses `-n N` itself
+        config.option.loadgroup = True
 
 
 @pytest.fixture(scope="session")

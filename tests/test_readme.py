@@ -44,10 +44,10 @@ def test_the_first_block_is_install_demo_and_test():
     assert kind == "bash"
     lines = [shlex.split(c, comments=True) for c in commands(text)]
     assert lines[0] == ["pip", "install", "-e", ".", "&&", "bgdask", "demo"]
-    assert lines[1] == ["pip", "install", "-e", ".[test]", "&&", "python", "-m", "pytest", "-q"]
+    assert lines[1] == ["pip", "install", "-e", ".[test]", "&&", "python", "-m", "pytest", "-q", "-n", "auto"]
 
 
-@pytest.mark.slow
+@pytest.mark.slow(70)
 def test_bash_and_python_blocks_run_in_order(tmp_path):
     steps = []
     for kind, text in BLOCKS[1:]:
