@@ -189,7 +189,7 @@ def test_lost_worker(stage, nth, small_tract, reference_store, two_workers, tmp_
     Dask recomputes, the nanny restarts the worker, the store is the same."""
     want = reference_store(ROWS)
     client = two_workers
-    client.wait_for_workers(2, timeout=60)
+    client.wait_for_workers(2, timeout=240)  # a restart takes long on a loaded machine
     out, marker = tmp_path / "out.zarr", tmp_path / "kill-me"
     workers = set(client.run(os.getpid).values())
     assert len(workers) == 2
@@ -202,7 +202,7 @@ def test_lost_worker(stage, nth, small_tract, reference_store, two_workers, tmp_
         killer.join(10)
         assert "error" not in box, box.get("error")
         assert box.get("killed") in workers
-        client.wait_for_workers(2, timeout=60)  # LocalCluster restarted the lost one
+        client.wait_for_workers(2, timeout=240)  # LocalCluster restarted the lost one
         now = set(client.run(os.getpid).values())
         assert box["killed"] not in now and len(now) == 2
     finally:
