@@ -138,12 +138,11 @@ def warp_anatomy(tract: Path, scratch: Path) -> list[tuple[str, float, float]]:
     from bgdask.quality import inner_part, quality_partial
 
     r, c, part = inner_part(e.box, sm.inner_box(k[1]), rows)
-    noise_cfg = cfg.replace(grid_statistic="MEAN")
     t_badc, bad_c = best(lambda: bad_pixels(planes[1], bits, planes[0], planes[2]))
     t_ref, refp = best(lambda: [e2.read(p, rows) for p in ("image", "mask", "variance")])
     ref = (refp[0][r, c], bad_pixels(refp[1], bits2, refp[0], refp[2])[r, c], refp[2][r, c])
     t_q, _ = best(lambda: quality_partial(image[r, c], planes[0][r, c], bad_c[r, c], planes[2][r, c], ref, part,
-                                          grid, cfg, noise_cfg))
+                                          grid, cfg))
     t_c = t_r3 + t_mc + t_remap + t_w
     t_cq = t_c + t_badc + t_ref + t_q
     n = rows.stop - rows.start
