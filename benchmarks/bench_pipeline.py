@@ -133,7 +133,18 @@ def warp_anatomy(tract: Path, scratch: Path) -> list[tuple[str, float, float]]:
     block = np.full((rows.stop - rows.start, w), np.nan, np.float32)
     block[:, : e.box.width] = image
     t_wi, _ = best(lambda: arr.__setitem__((0, 0, rows, slice(None)), block))
+    # the quality of the same rows (stage C measures it on the rows it writes,
+    # against the reference's rows of the same patch: read again)
+    from bgdask.quality import inner_part, quality_partial
+
+    r, c, part = inner_part(e.box, sm.inner_box(k[1]), rows)
+    t_badc, bad_c = best(lambda: bad_pixels(planes[1], bits, planes[0], planes[2]))
+    t_ref, refp = best(lambda: [e2.read(p, rows) for p in ("image", "mask", "variance")])
+    ref = (refp[0][r, c], bad_pixels(refp[1], bits2, refp[0], refp[2])[r, c], refp[2][r, c])
+    t_q, _ = best(lambda: quality_partial(image[r, c], planes[0][r, c], bad_c[r, c], planes[2][r, c], ref, part,
+                                          grid, cfg))
     t_c = t_r3 + t_mc + t_remap + t_w
+    t_cq = t_c + t_badc + t_ref + t_q
     n = rows.stop - rows.start
     # the floor's task for the same warp, in this process
     t_floor, _ = best(lambda: common._floor_warp(e, str(out), 0, 0, w, chunk_rows))
@@ -149,7 +160,11 @@ def warp_anatomy(tract: Path, scratch: Path) -> list[tuple[str, float, float]]:
               ("C match_and_write: remap_mask", t_remap, t_c),
               ("C match_and_write: write 3 planes (zarr)", t_w, t_c),
               ("C   of which image plane encode+write", t_wi, t_c),
-              ("C match_and_write: total", t_c, t_c)]
+              ("C match_and_write: total", t_c, t_c),
+              ("C quality: bad pixels of the rows", t_badc, t_cq),
+              ("C quality: the reference's rows read again", t_ref, t_cq),
+              ("C quality: 4 superpixel passes (quality_partial)", t_q, t_cq),
+              ("C total with the quality", t_cq, t_cq)]
     common.fresh(scratch)
     return steps, e
 

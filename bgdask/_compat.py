@@ -12,15 +12,18 @@ libraries breaks here first (tests/test_compat.py exercises every item).
   job) and the ``status`` that distributed's SpecCluster reads from it
   (checked with dask-jobqueue 0.9.0, distributed 2026.8.0):
   :func:`recording_job_class`.
+* Where numba keeps a cached kernel's machine code (a ``cache=True``
+  dispatcher's ``_cache._cache_path``; checked with numba 0.68.1):
+  :func:`numba_cache_dir`.
 """
 
 from __future__ import annotations
 
 __all__ = ["Task", "TaskRef", "DataNode", "List", "CHECKED_WITH", "restore_sigint_after_jobqueue",
-           "recording_job_class"]
+           "recording_job_class", "numba_cache_dir"]
 
 #: The versions these internals were checked against.
-CHECKED_WITH = {"dask": "2026.8.0", "distributed": "2026.8.0", "dask_jobqueue": "0.9.0"}
+CHECKED_WITH = {"dask": "2026.8.0", "distributed": "2026.8.0", "dask_jobqueue": "0.9.0", "numba": "0.68.1"}
 
 from dask._task_spec import DataNode, List, Task, TaskRef  # noqa: E402
 
@@ -82,3 +85,12 @@ def recording_job_class(job_cls: type, on_error) -> type:
         RecordingJob.__module__ = job_cls.__module__
         _RECORDING_JOB_CLASSES[key] = RecordingJob
     return _RECORDING_JOB_CLASSES[key]
+
+
+def numba_cache_dir(dispatcher) -> str | None:
+    """The directory where numba keeps the compiled code of ``dispatcher`` (a
+    kernel decorated with ``cache=True``): beside its source (``__pycache__``)
+    when that is writable, else ``NUMBA_CACHE_DIR`` or the user's cache
+    directory, as numba's cache locators decide. None if numba keeps no cache
+    for it."""
+    return getattr(getattr(dispatcher, "_cache", None), "_cache_path", None)

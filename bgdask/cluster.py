@@ -500,8 +500,9 @@ def connect(options: ClusterOptions) -> Iterator["distributed.Client"]:  # noqa:
 class KernelWarmUp:
     """Compiles bgdask's kernels (or loads them from numba's cache) in
     processes of their own, ``python -m bgdask.kernels.warm PART`` for each
-    part of :data:`bgdask.kernels.warm.PARTS` (one process for all on a
-    single core), while this one reads its inputs and starts the cluster;
+    part of :data:`bgdask.kernels.warm.PARTS` not already cached (as its
+    stamp says: :func:`bgdask.kernels.warm.is_warm`; one process for all on
+    a single core), while this one reads its inputs and starts the cluster;
     :meth:`wait` for them before submitting work, so that the workers only
     load the kernels.
 
@@ -513,11 +514,12 @@ class KernelWarmUp:
 
     def __init__(self, commands: list[tuple[str, ...]] | None = None):
         import bgdask
-        from bgdask.kernels.warm import PARTS
+        from bgdask.kernels.warm import PARTS, is_warm
 
         if commands is None:
-            parts = [(part,) for part in PARTS] if (os.cpu_count() or 1) > 1 else [()]
-            commands = [("-m", "bgdask.kernels.warm", *part) for part in parts]
+            cold = [part for part in PARTS if not is_warm(part)]   # the parts a stamp says are cached: nothing to do
+            parts = [(part,) for part in cold] if (os.cpu_count() or 1) > 1 or len(cold) < 2 else [()]
+            commands = [("-m", "bgdask.kernels.warm", *part) for part in parts] if cold else []
         env = dict(os.environ)
         root = str(Path(bgdask.__file__).resolve().parents[1])  # the same bgdask, however it was found
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))

@@ -37,17 +37,18 @@ import numpy as np
 from .background import EMPTY, Accumulator, image_stats
 from .config import MatchConfig
 from .geometry import Box
+from .kernels.centroid import window_sums
 from .table import SEAM_PLANES
 
-__all__ = ["QualityPartial", "VisitQuality", "Spread", "inner_part", "quality_partial", "visit_quality",
-           "visit_levels", "seam_map", "SEAM_PLANES"]
+__all__ = ["QualityPartial", "VisitQuality", "Spread", "inner_part", "quality_partial", "window_total",
+           "visit_quality", "visit_levels", "seam_map", "SEAM_PLANES"]
 
 @dataclass(frozen=True)
 class QualityPartial:
     """Superpixel sums over some blocks of one visit's warps (:func:`quality_partial`)."""
 
     resid: Accumulator = EMPTY    # statistic of reference - matched (where both count)
-    noise: Accumulator = EMPTY    # S: sum of var_ref + var_visit over the counted pixels, N: their number
+    noise: Accumulator = EMPTY    # S: sum of var_ref + var_visit over the counted pixels, N: their number (window_total)
     after: Accumulator = EMPTY    # statistic of the matched image
     before: Accumulator = EMPTY   # statistic of the input image
 
@@ -70,27 +71,32 @@ def inner_part(box: Box, inner: Box, rows: slice) -> tuple[slice, slice, Box] | 
 
 def quality_partial(matched: np.ndarray, image: np.ndarray | None, bad: np.ndarray, variance: np.ndarray,
                     ref: tuple[np.ndarray, np.ndarray, np.ndarray] | None, box: Box, grid_shape,
-                    cfg: MatchConfig, noise_cfg: MatchConfig | None = None) -> QualityPartial:
+                    cfg: MatchConfig) -> QualityPartial:
     """The quality sums of one block of one warp (all arrays on tract box ``box``).
 
     ``matched``, ``image``: the block after and before matching (``image``
     None: unchanged, as the reference's); ``bad``: its excluded pixels;
     ``variance``: its variance plane; ``ref``: the reference's (image, bad,
     variance) on the same box, or None (the reference itself, or a patch the
-    reference lacks). ``noise_cfg``: ``cfg`` with the MEAN statistic (made
-    here when not given)."""
+    reference lacks)."""
     after = image_stats(matched, bad, box, grid_shape, cfg)
     before = after if image is None else image_stats(image, bad, box, grid_shape, cfg)
     if ref is None:
         return QualityPartial(after=after, before=before)
     r_image, r_bad, r_var = ref
     both = r_bad | bad
-    diff = r_image.astype(np.float64) - matched.astype(np.float64)
+    diff = np.subtract(r_image, matched, dtype=np.float64)     # exact in float64, one temporary
     resid = image_stats(diff, both, box, grid_shape, cfg)
-    var = r_var.astype(np.float64) + variance.astype(np.float64)
-    noise_cfg = noise_cfg or cfg.replace(grid_statistic="MEAN")
-    noise = image_stats(var, both | ~np.isfinite(var), box, grid_shape, noise_cfg)
-    return QualityPartial(resid, noise, after, before)
+    var = np.add(r_var, variance, dtype=np.float64)
+    return QualityPartial(resid, window_total(var, both, box, grid_shape, cfg), after, before)
+
+
+def window_total(values: np.ndarray, bad: np.ndarray, box: Box, grid_shape, cfg: MatchConfig) -> Accumulator:
+    """Per superpixel window (as in step 1) over the counted values (finite,
+    not ``bad``): ``S``, their sum, and ``N``, their number (``V`` zero)."""
+    ws = window_sums(values, bad, box.x0, box.y0, grid_shape, cfg.x_bin, cfg.y_bin,
+                     window_scale=cfg.window_scale, plane=values)
+    return Accumulator(ws.SP, ws.N, np.zeros_like(ws.N), int(ws.iy0), int(ws.ix0))
 
 
 @dataclass(frozen=True)

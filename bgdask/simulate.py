@@ -59,15 +59,17 @@ import json
 import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
-from astropy.wcs import WCS
 
 from . import __version__
 from .errors import InputError
 from .geometry import Box, SkyMap
 from .io.warp import Warp
+
+if TYPE_CHECKING:   # astropy.wcs takes longer to import than the rest of the command line
+    from astropy.wcs import WCS
 
 __all__ = [
     "MASK_PLANES",
@@ -407,6 +409,8 @@ def tract_wcs(skymap: SkyMap, x0: int = 0, y0: int = 0) -> WCS:
     """A gnomonic (TAN) WCS of the tract, for an array whose first pixel is
     tract pixel (x0, y0): FITS pixel (1, 1) is tract pixel (x0, y0). The tract
     centre (W/2, H/2) lies at :data:`TRACT_CENTER`, north up, east left."""
+    from astropy.wcs import WCS
+
     wcs = WCS(naxis=2)
     wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
     wcs.wcs.crval = list(TRACT_CENTER)

@@ -708,7 +708,7 @@ def _ref_block(specs, yi: int, box: Box, start: int, bits: BadBits):
 
 
 def _stage_c_warp(store, model, cfg: MatchConfig, cshape, grid, bits: BadBits, quality: bool, meta: _WarpC,
-                  lists, noise_cfg: MatchConfig | None = None) -> list:
+                  lists) -> list:
     """Stage C on one warp, one chunk after another (one chunk in memory at a
     time): with mode ``write``, its coarse grid, its matched rows, mask and
     variance written, then its coarse grid and done flag; with ``quality``,
@@ -747,7 +747,7 @@ def _stage_c_warp(store, model, cfg: MatchConfig, cshape, grid, bits: BadBits, q
             r_img, r_bad, r_var = _ref_block(ref_specs, yi, box, start, bits)
             ref = (r_img[r, c], r_bad[r, c], r_var[r, c])
         parts.append(quality_partial(matched[r, c], None if meta.is_ref else img, bad, variance[r, c], ref, part,
-                                     grid, cfg, noise_cfg))
+                                     grid, cfg))
     if meta.mode == "write":
         store.finish_warp(meta.vi, meta.pi, coarse[0], crcs)
     return parts
@@ -757,11 +757,9 @@ def _stage_c(store, model, cfg: MatchConfig, cshape, grid, bits: BadBits, qualit
     """Stage C on a group of consecutive warps of one visit (:func:`_stage_c_warp`
     each); with ``quality``, the quality sums of their chunks in warp, then
     row order (added up per visit by :func:`_visit_total`)."""
-    noise_cfg = cfg.replace(grid_statistic="MEAN") if quality else None
     parts, k = [], 0
     for meta in metas:
-        parts += _stage_c_warp(store, model, cfg, cshape, grid, bits, quality, meta, lists[k:k + meta.n_lists],
-                               noise_cfg)
+        parts += _stage_c_warp(store, model, cfg, cshape, grid, bits, quality, meta, lists[k:k + meta.n_lists])
         k += meta.n_lists
     return parts
 

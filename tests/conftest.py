@@ -57,6 +57,24 @@ def _heaviest_first(items):
     return [item for unit in sorted(units.values(), key=lambda unit: -sum(map(_seconds, unit))) for item in unit]
 
 
+# -- the kernels, compiled once ------------------------------------------------------------
+
+@pytest.hookimpl(tryfirst=True)   # before pytest-xdist starts its workers
+def pytest_sessionstart(session):
+    """Compile the numba kernels before any test runs (the command line's
+    warm-up: nothing to do when numba's cache holds them). On a fresh clone
+    the cache is empty, and every process the first tests start -- pytest's
+    own, their clusters' workers, the commands they run -- would compile the
+    same kernels at once."""
+    config = session.config
+    if config.option.collectonly or hasattr(config, "workerinput"):
+        return
+    from bgdask.cluster import KernelWarmUp
+
+    with KernelWarmUp() as warming:
+        warming.wait()
+
+
 # -- the Butler suite ---------------------------------------------------------------------
 
 BUTLER_TEST = "test_the_butler_tests_pass_in_a_python_with_the_rubin_packages"

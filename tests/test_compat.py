@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from pathlib import Path
 
 import dask
 
@@ -58,4 +59,17 @@ def test_a_failed_job_submission_is_recorded_not_lost():
 
 
 def test_the_versions_checked_are_recorded():
-    assert set(_compat.CHECKED_WITH) >= {"dask", "distributed", "dask_jobqueue"}
+    assert set(_compat.CHECKED_WITH) >= {"dask", "distributed", "dask_jobqueue", "numba"}
+
+
+def test_numba_cache_dir_is_where_numba_keeps_a_kernel():
+    from numba import njit
+
+    from bgdask.kernels.stats import _stats_kernel
+    from bgdask.kernels.warm import exercise
+
+    exercise("statistics")   # compiled or loaded: its index is on disk either way
+    where = Path(_compat.numba_cache_dir(_stats_kernel))
+    assert any(where.glob("stats._stats_kernel-*.nbi")), sorted(p.name for p in where.iterdir())
+    assert _compat.numba_cache_dir(njit(lambda x: x)) is None   # no cache=True: no cache
+    assert _compat.numba_cache_dir(len) is None

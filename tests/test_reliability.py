@@ -243,13 +243,16 @@ def _alive(procs) -> list[psutil.Process]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig, group", [(signal.SIGKILL, False), (signal.SIGINT, False), (signal.SIGINT, True)],
+@pytest.mark.parametrize("sig, group", [(signal.SIGKILL, True), (signal.SIGINT, False), (signal.SIGINT, True)],
                          ids=["SIGKILL", "SIGINT", "ctrl-c"])
 def test_interrupted_command_resumes(sig, group, small_tract, reference_store, inproc_scheduler, tmp_path,
                                      capsys):
-    """Kill the command (SIGKILL), or interrupt it (SIGINT to the command; to
-    its whole process group as Ctrl-C in a terminal does) in stage C: the
-    store says it is incomplete, and --resume finishes it."""
+    """Kill the command and its workers at once (SIGKILL to its process
+    group, as when the node dies: a SIGKILL of the command alone leaves its
+    workers to finish the task they run, which may be the last warps), or
+    interrupt it (SIGINT to the command; to its whole process group as
+    Ctrl-C in a terminal does) in stage C: the store says it is incomplete,
+    and --resume finishes it."""
     want = reference_store(CLI_ROWS)
     manifest, out = small_tract / "manifest.csv", tmp_path / "out.zarr"
     args = ["match", str(manifest), "-o", str(out), "--no-progress", "--chunk-rows", str(CLI_ROWS)]

@@ -12,7 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from bgdask._compat import numba_cache_dir
 from bgdask.cluster import KernelWarmUp
+from bgdask.kernels import stats
+from bgdask.kernels import warm
 from bgdask.kernels.warm import NOTE, PARTS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,8 +78,9 @@ def test_warm_up_leaves_nothing_for_a_run_to_compile(tmp_path):
     assert any("float32" in t for t in images) and any("float64" in t for t in images), images
 
 
-def test_kernel_warm_up_runs_in_processes_of_its_own_and_announces_a_long_wait():
+def test_kernel_warm_up_runs_in_processes_of_its_own_and_announces_a_long_wait(monkeypatch):
     said = []
+    monkeypatch.setattr(warm, "is_warm", lambda part: False)   # as if no stamp said the parts were cached
     with KernelWarmUp() as warming:
         assert len(warming.procs) == len(PARTS) and os.getpid() not in [p.pid for p in warming.procs]
         assert warming.wait(said.append, after=3600.0)     # loaded or compiled: no note before an hour
@@ -111,6 +115,46 @@ def test_the_parts_compile_every_kernel_of_the_warm_up(tmp_path):
     out = subprocess.run([sys.executable, "-c", MISSES], env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads(out.stdout.splitlines()[-1]) == {}, "exercise() compiled what the parts had not"
+    # each part left its stamp beside the cache: the next command starts no warm-up process,
+    # and one whose stamp is stale (another numba, say) is warmed up again
+    stamps = sorted((tmp_path / "numba").rglob("bgdask-warm-*.json"))
+    assert [p.name.split(".")[0] for p in stamps] == sorted(f"bgdask-warm-{part}" for part in PARTS), stamps
+    assert run_warm_up(env) == []
+    stale = json.loads(stamps[0].read_text())
+    stamps[0].write_text(json.dumps({**stale, "numba": "0.0"}))
+    assert run_warm_up(env) == [["-m", "bgdask.kernels.warm", stale["part"]]]
+
+
+STARTED = """
+import json
+from bgdask._compat import numba_cache_dir
+from bgdask.cluster import KernelWarmUp
+from bgdask.kernels import stats
+with KernelWarmUp() as warming:
+    assert warming.wait()
+print(json.dumps([p.args[1:] for p in warming.procs]))
+"""
+
+
+def run_warm_up(env) -> list:
+    """The warm-up processes a command started (their arguments), in a process with ``env``."""
+    out = subprocess.run([sys.executable, "-c", STARTED], env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.splitlines()[-1])
+
+
+def test_the_stamp_holds_what_the_cache_depends_on():
+    stamp = warm._fingerprint("statistics")
+    import numba
+
+    assert stamp["part"] == "statistics" and stamp["numba"] == numba.__version__ and stamp["python"] == sys.version
+    kernels = Path(warm.__file__).parent
+    assert stamp["sources"] == [[p.name, p.stat().st_mtime_ns, p.stat().st_size] for p in sorted(kernels.glob("*.py"))]
+    assert {"stats.py", "pixels.py", "centroid.py", "interp.py"} <= {name for name, _, _ in stamp["sources"]}
+    assert stamp["cpu"] and stamp["features"]
+    path = warm.stamp_path("statistics")
+    assert path.parent == Path(numba_cache_dir(stats._stats_kernel))
+    assert path.name == f"bgdask-warm-statistics.py{sys.version_info.major}{sys.version_info.minor}.json"
 
 
 def test_kernel_warm_up_is_stopped_when_the_run_ends_early():

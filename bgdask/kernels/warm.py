@@ -16,15 +16,25 @@ once, each for a minute on a small machine.
   thing, so the compiling overlaps reading the inputs and starting the
   cluster, uses two cores where there are, and does not hold this process's
   GIL while the scheduler runs in it (:class:`bgdask.cluster.KernelWarmUp`).
+  When it has run a part, it leaves a stamp beside numba's cache
+  (``bgdask-warm-PART.py3XX.json``): :func:`is_warm` then tells the next command
+  that the part is cached for this machine, numba and source files, and it
+  starts no process for it. A stamp that lies costs time, never results:
+  the workers compile what is missing.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import platform
+import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 
-__all__ = ["PARTS", "exercise", "warm_up"]
+__all__ = ["PARTS", "exercise", "warm_up", "is_warm", "stamp_path"]
 
 _LOCK = threading.Lock()
 _WARM = False
@@ -88,11 +98,65 @@ def warm_up(announce=None, after: float = 3.0) -> None:
         _WARM = True
 
 
+def stamp_path(part: str) -> Path | None:
+    """Where the stamp of ``part`` goes: numba's cache directory of the
+    kernels (None if numba keeps none)."""
+    from .._compat import numba_cache_dir
+    from .stats import _stats_kernel
+
+    where = numba_cache_dir(_stats_kernel)
+    tag = f"py{sys.version_info.major}{sys.version_info.minor}"   # as numba tags its files: one stamp per Python
+    return None if where is None else Path(where) / f"bgdask-warm-{part}.{tag}.json"
+
+
+def _fingerprint(part: str) -> dict:
+    """What a cached part depends on: what numba keys its cache with (the
+    Python and numba versions, the CPU numba compiles for, each source
+    file's modification time and size) and the part."""
+    import llvmlite.binding as llvm
+    import numba
+
+    sources = sorted(Path(__file__).parent.glob("*.py"))
+    return {
+        "part": part,
+        "python": sys.version,
+        "numba": numba.__version__,
+        "machine": platform.machine(),
+        "cpu": os.environ.get("NUMBA_CPU_NAME") or llvm.get_host_cpu_name(),
+        "features": os.environ.get("NUMBA_CPU_FEATURES") or llvm.get_host_cpu_features().flatten(),
+        "sources": [[p.name, p.stat().st_mtime_ns, p.stat().st_size] for p in sources],
+    }
+
+
+def is_warm(part: str) -> bool:
+    """True if ``python -m bgdask.kernels.warm PART`` has run for these
+    sources, this numba and this CPU (its stamp says so)."""
+    path = stamp_path(part)
+    try:
+        return path is not None and json.loads(path.read_text()) == _fingerprint(part)
+    except (OSError, ValueError):
+        return False
+
+
+def _stamp(part: str) -> None:
+    """Leave the stamp of ``part`` (nothing if the cache directory is not writable)."""
+    path = stamp_path(part)
+    if path is None:
+        return
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    try:
+        tmp.write_text(json.dumps(_fingerprint(part)))
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+
+
 #: What the command line says while it waits for the kernels to compile.
 NOTE = "compiling bgdask's kernels once (after an install: up to a minute)"
 
 
 if __name__ == "__main__":
-    import sys
-
+    parts = sys.argv[1:2] or list(PARTS)
     exercise(*sys.argv[1:2])
+    for name in parts:
+        _stamp(name)
