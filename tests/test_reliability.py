@@ -243,16 +243,15 @@ def _alive(procs) -> list[psutil.Process]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig, group", [(signal.SIGKILL, True), (signal.SIGINT, False), (signal.SIGINT, True)],
+@pytest.mark.parametrize("sig, group", [(signal.SIGKILL, False), (signal.SIGINT, False), (signal.SIGINT, True)],
                          ids=["SIGKILL", "SIGINT", "ctrl-c"])
 def test_interrupted_command_resumes(sig, group, small_tract, reference_store, inproc_scheduler, tmp_path,
                                      capsys):
-    """Kill the command and its workers at once (SIGKILL to its process
-    group, as when the node dies: a SIGKILL of the command alone leaves its
-    workers to finish the task they run, which may be the last warps), or
-    interrupt it (SIGINT to the command; to its whole process group as
-    Ctrl-C in a terminal does) in stage C: the store says it is incomplete,
-    and --resume finishes it."""
+    """Kill the command (SIGKILL), or interrupt it (SIGINT to the command; to
+    its whole process group as Ctrl-C in a terminal does) in stage C: the
+    store says it is incomplete, and --resume finishes it. A killed command's
+    workers live on to finish the task they run, which may hold the last
+    warps: then every warp is done, and the store is still not complete."""
     want = reference_store(CLI_ROWS)
     manifest, out = small_tract / "manifest.csv", tmp_path / "out.zarr"
     args = ["match", str(manifest), "-o", str(out), "--no-progress", "--chunk-rows", str(CLI_ROWS)]
@@ -292,7 +291,9 @@ def test_interrupted_command_resumes(sig, group, small_tract, reference_store, i
 
     # the interrupted store says so
     n_done, n_present, complete = store_state(out)
-    assert not complete and n_done < n_present, (n_done, n_present, complete)
+    assert not complete and n_done <= n_present, (n_done, n_present, complete)
+    if sig == signal.SIGINT:   # the command cancelled its tasks
+        assert n_done < n_present, (n_done, n_present)
     rc, o, e, escaped = run_cli(capsys, "inspect", out)
     assert escaped is None and rc not in (0, None), f"inspect of an incomplete store exited {rc}"
     assert "incomplete" in (o + e).lower() or "complete: no" in (o + e).lower(), o + e
