@@ -242,6 +242,36 @@ def _alive(procs) -> list[psutil.Process]:
     return alive
 
 
+# Imported by every Python process started with its directory on PYTHONPATH
+# (the command, its workers): each warp's stage C lingers after its done flag,
+# so that a poll of the store sees the run part-way through stage C however
+# fast the machine is.
+SLOW_WARPS = """
+import os
+import time
+
+import bgdask.io.store as _store
+
+_finish = _store.Store.finish_warp
+
+
+def finish_warp(self, *args, **kwargs):
+    _finish(self, *args, **kwargs)
+    time.sleep(float(os.environ["BGDASK_TEST_WARP_PAUSE"]))
+
+
+_store.Store.finish_warp = finish_warp
+"""
+
+
+def _slow_warps_env(directory: Path, pause: float = 0.3) -> dict:
+    """The environment of a command whose warps each take ``pause`` seconds more in stage C."""
+    directory.mkdir()
+    (directory / "sitecustomize.py").write_text(SLOW_WARPS)
+    path = os.pathsep.join(filter(None, [str(directory), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path, "BGDASK_TEST_WARP_PAUSE": str(pause)}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("sig, group", [(signal.SIGKILL, False), (signal.SIGINT, False), (signal.SIGINT, True)],
                          ids=["SIGKILL", "SIGINT", "ctrl-c"])
@@ -259,7 +289,7 @@ def test_interrupted_command_resumes(sig, group, small_tract, reference_store, i
     with open(outfile, "w") as fo, open(errfile, "w") as fe:
         proc = subprocess.Popen(
             [sys.executable, "-m", "bgdask.cli", *args, "--workers", "1", "--threads-per-worker", "1"],
-            stdout=fo, stderr=fe, cwd=tmp_path, start_new_session=True)
+            stdout=fo, stderr=fe, cwd=tmp_path, start_new_session=True, env=_slow_warps_env(tmp_path / "slow"))
     kids: list[psutil.Process] = []
     try:
         _wait_until_partly_done(out, proc, errfile)
