@@ -13,14 +13,15 @@ libraries breaks here first (tests/test_compat.py exercises every item).
   (checked with dask-jobqueue 0.9.0, distributed 2026.8.0):
   :func:`recording_job_class`.
 * Where numba keeps a cached kernel's machine code (a ``cache=True``
-  dispatcher's ``_cache._cache_path``; checked with numba 0.68.1):
-  :func:`numba_cache_dir`.
+  dispatcher's ``_cache._cache_path``), and what it keys the cache with
+  besides the source (the CPU target's ``codegen().magic_tuple()``); checked
+  with numba 0.68.1: :func:`numba_cache_dir`, :func:`numba_cache_key`.
 """
 
 from __future__ import annotations
 
 __all__ = ["Task", "TaskRef", "DataNode", "List", "CHECKED_WITH", "restore_sigint_after_jobqueue",
-           "recording_job_class", "numba_cache_dir"]
+           "recording_job_class", "numba_cache_dir", "numba_cache_key"]
 
 #: The versions these internals were checked against.
 CHECKED_WITH = {"dask": "2026.8.0", "distributed": "2026.8.0", "dask_jobqueue": "0.9.0", "numba": "0.68.1"}
@@ -89,8 +90,18 @@ def recording_job_class(job_cls: type, on_error) -> type:
 
 def numba_cache_dir(dispatcher) -> str | None:
     """The directory where numba keeps the compiled code of ``dispatcher`` (a
-    kernel decorated with ``cache=True``): beside its source (``__pycache__``)
-    when that is writable, else ``NUMBA_CACHE_DIR`` or the user's cache
-    directory, as numba's cache locators decide. None if numba keeps no cache
-    for it."""
+    kernel decorated with ``cache=True``), as numba's cache locators decide:
+    ``NUMBA_CACHE_DIR`` when set, else beside its source (``__pycache__``)
+    when that is writable, else the user's cache directory. None if numba
+    keeps no cache for it."""
     return getattr(getattr(dispatcher, "_cache", None), "_cache_path", None)
+
+
+def numba_cache_key() -> list:
+    """What numba's cache of a CPU kernel is keyed by besides the source and
+    the signature: the target triple, the CPU name and its features as this
+    process compiles for them (``NUMBA_CPU_NAME``, ``NUMBA_CPU_FEATURES`` and
+    ``NUMBA_ENABLE_AVX`` included)."""
+    from numba.core.registry import cpu_target
+
+    return [str(part) for part in cpu_target.target_context.codegen().magic_tuple()]

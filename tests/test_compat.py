@@ -73,3 +73,5 @@ def test_numba_cache_dir_is_where_numba_keeps_a_kernel():
     assert any(where.glob("stats._stats_kernel-*.nbi")), sorted(p.name for p in where.iterdir())
     assert _compat.numba_cache_dir(njit(lambda x: x)) is None   # no cache=True: no cache
     assert _compat.numba_cache_dir(len) is None
+    triple, cpu, features = _compat.numba_cache_key()
+    assert triple and cpu and isinstance(features, str)

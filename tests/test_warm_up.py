@@ -143,21 +143,18 @@ def run_warm_up(env) -> list:
     return json.loads(out.stdout.splitlines()[-1])
 
 
-def test_the_stamp_holds_what_the_cache_depends_on():
-    stamp = warm._fingerprint("statistics")
-    import numba
-
-    assert stamp["part"] == "statistics" and stamp["numba"] == numba.__version__ and stamp["python"] == sys.version
-    kernels = Path(warm.__file__).parent
-    assert stamp["sources"] == [[p.name, p.stat().st_mtime_ns, p.stat().st_size] for p in sorted(kernels.glob("*.py"))]
-    assert {"stats.py", "pixels.py", "centroid.py", "interp.py"} <= {name for name, _, _ in stamp["sources"]}
-    assert stamp["cpu"] and stamp["features"]
+def test_a_stamp_holds_what_the_cache_depends_on():
+    """The stamp the session's warm-up left here is stale for a process that
+    compiles for another CPU, and holds each kernel source's time and size."""
+    assert warm.is_warm("statistics") and warm.is_warm("others")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "NUMBA_CPU_NAME": "generic"}
+    code = "from bgdask.kernels import warm; print(warm.is_warm('statistics'), warm.is_warm('others'))"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.split() == ["False", "False"], out.stdout + out.stderr[-2000:]
     path = warm.stamp_path("statistics")
     assert path.parent == Path(numba_cache_dir(stats._stats_kernel))
     assert path.name == f"bgdask-warm-statistics.py{sys.version_info.major}{sys.version_info.minor}.json"
-
-
-def test_kernel_warm_up_is_stopped_when_the_run_ends_early():
-    with pytest.raises(RuntimeError), KernelWarmUp([("-c", "import time; time.sleep(600)")] * 2) as slow:
-        raise RuntimeError("bad input")
-    assert [p.returncode for p in slow.procs] == [-signal.SIGTERM] * 2
+    stamp = json.loads(path.read_text())
+    kernels = Path(warm.__file__).parent
+    assert stamp["sources"] == [[p.name, p.stat().st_mtime_ns, p.stat().st_size] for p in sorted(kernels.glob("*.py"))]
+    assert {"stats.py", "pixels.py", "centroid.py", "interp.py"} <= {name for name, _, _ in stamp["sources"]}

@@ -283,7 +283,7 @@ def _parse_header(path: str, hdul: fits.HDUList) -> WarpHeader:
     primary = hdul[0].header
     layout = None
     if not compressed:
-        layout = {plane: (int(hdul.fileinfo(index)["datLoc"]), int(headers[plane]["BITPIX"]),
+        layout = {plane: (int(hdul[index].fileinfo()["datLoc"]), int(headers[plane]["BITPIX"]),
                           headers[plane].get("BZERO", 0), headers[plane].get("BSCALE", 1))
                   for plane, index in hdus.items()}
     return WarpHeader(
@@ -404,7 +404,7 @@ def _common_value(path: str, what: str, values: dict[str, tuple[int, int]]) -> t
 def _check_size(path: str, hdul: fits.HDUList, plane: str, index: int, rows: int) -> None:
     """Raise unless the file holds the first ``rows`` rows of a plain HDU's data."""
     header = hdul[index].header
-    needed = hdul.fileinfo(index)["datLoc"] + rows * _row_bytes(header)
+    needed = hdul[index].fileinfo()["datLoc"] + rows * _row_bytes(header)   # the HDU's: the list's re-serialises every header
     size = os.path.getsize(path)
     if size < needed:
         raise InputError(

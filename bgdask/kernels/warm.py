@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import os
-import platform
+import socket
 import sys
 import threading
 from pathlib import Path
@@ -111,44 +111,47 @@ def stamp_path(part: str) -> Path | None:
 
 def _fingerprint(part: str) -> dict:
     """What a cached part depends on: what numba keys its cache with (the
-    Python and numba versions, the CPU numba compiles for, each source
-    file's modification time and size) and the part."""
-    import llvmlite.binding as llvm
+    Python and numba versions, the target and CPU it compiles for, each
+    source file's modification time and size) and the part."""
     import numba
+
+    from .._compat import numba_cache_key
 
     sources = sorted(Path(__file__).parent.glob("*.py"))
     return {
         "part": part,
         "python": sys.version,
         "numba": numba.__version__,
-        "machine": platform.machine(),
-        "cpu": os.environ.get("NUMBA_CPU_NAME") or llvm.get_host_cpu_name(),
-        "features": os.environ.get("NUMBA_CPU_FEATURES") or llvm.get_host_cpu_features().flatten(),
+        "target": numba_cache_key(),
         "sources": [[p.name, p.stat().st_mtime_ns, p.stat().st_size] for p in sources],
     }
 
 
 def is_warm(part: str) -> bool:
     """True if ``python -m bgdask.kernels.warm PART`` has run for these
-    sources, this numba and this CPU (its stamp says so)."""
-    path = stamp_path(part)
+    sources, this numba and this CPU (its stamp says so). False when in
+    doubt (no stamp, an unreadable one, an error working it out)."""
     try:
+        path = stamp_path(part)
         return path is not None and json.loads(path.read_text()) == _fingerprint(part)
-    except (OSError, ValueError):
+    except Exception:  # noqa: BLE001 - only time is at stake: warm up
         return False
 
 
 def _stamp(part: str) -> None:
-    """Leave the stamp of ``part`` (nothing if the cache directory is not writable)."""
-    path = stamp_path(part)
-    if path is None:
-        return
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    """Leave the stamp of ``part`` (nothing if that fails, e.g. a cache
+    directory this process cannot write)."""
+    tmp = None
     try:
+        path = stamp_path(part)
+        if path is None:
+            return
+        tmp = path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}")  # a cache shared by hosts
         tmp.write_text(json.dumps(_fingerprint(part)))
         os.replace(tmp, path)
-    except OSError:
-        tmp.unlink(missing_ok=True)
+    except Exception:  # noqa: BLE001 - only time is at stake: the next command warms up again
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
 
 
 #: What the command line says while it waits for the kernels to compile.
