@@ -243,12 +243,17 @@ def _alive(procs) -> list[psutil.Process]:
 
 
 # Imported by every Python process started with its directory on PYTHONPATH
-# (the command, its workers): each warp's stage C lingers after its done flag,
-# so that a poll of the store sees the run part-way through stage C however
-# fast the machine is.
+# (the command, its workers): SIGINT handled as in a terminal, whatever the
+# test runner's own parent ignores (a shell's background job, nohup, starts
+# with SIGINT ignored, and Python keeps it so); and each warp's stage C
+# lingers after its done flag, so that a poll of the store sees the run
+# part-way through stage C however fast the machine is.
 SLOW_WARPS = """
 import os
+import signal
 import time
+
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 import bgdask.io.store as _store
 
