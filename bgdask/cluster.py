@@ -517,9 +517,10 @@ class KernelWarmUp:
         from bgdask.kernels.warm import PARTS, is_warm
 
         if commands is None:
-            cold = [part for part in PARTS if not is_warm(part)]   # the parts a stamp says are cached: nothing to do
-            parts = [(part,) for part in cold] if (os.cpu_count() or 1) > 1 or len(cold) < 2 else [()]
-            commands = [("-m", "bgdask.kernels.warm", *part) for part in parts] if cold else []
+            cold = [(part,) for part in PARTS if not is_warm(part)]   # a part its stamp says is cached: nothing to do
+            if len(cold) > 1 and (os.cpu_count() or 1) == 1:
+                cold = [()]   # one process for every part
+            commands = [("-m", "bgdask.kernels.warm", *part) for part in cold]
         env = dict(os.environ)
         root = str(Path(bgdask.__file__).resolve().parents[1])  # the same bgdask, however it was found
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))

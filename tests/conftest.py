@@ -80,17 +80,22 @@ def pytest_sessionstart(session):
 BUTLER_TEST = "test_the_butler_tests_pass_in_a_python_with_the_rubin_packages"
 
 
-def _start_butler_suite(config, module) -> None:
-    """Start the Butler suite in the background (once per session)."""
+def _butler_dir(config):
+    """The directory of this session's Butler suite (made on first use)."""
     import tempfile
     from pathlib import Path
 
-    if config.option.collectonly or hasattr(config, "_bgdask_butler_module"):
-        return
     if getattr(config, "_bgdask_butler_dir", None) is None:
         config._bgdask_butler_dir = Path(tempfile.mkdtemp(prefix="bgdask-butler-suite-"))
+    return config._bgdask_butler_dir
+
+
+def _start_butler_suite(config, module) -> None:
+    """Start the Butler suite in the background (once per session)."""
+    if config.option.collectonly or hasattr(config, "_bgdask_butler_module"):
+        return
     config._bgdask_butler_module = module
-    module.start(config._bgdask_butler_dir)
+    module.start(_butler_dir(config))
 
 
 @pytest.hookimpl(trylast=True)   # after -m and -k have deselected
@@ -113,13 +118,8 @@ def pytest_collection_modifyitems(session, config, items):
 def pytest_configure_node(node):
     """pytest-xdist controller: tell each worker where the Butler suite's
     output will be, and whether tests are distributed by group."""
-    import tempfile
-    from pathlib import Path
-
     config = node.config
-    if getattr(config, "_bgdask_butler_dir", None) is None:
-        config._bgdask_butler_dir = Path(tempfile.mkdtemp(prefix="bgdask-butler-suite-"))
-    node.workerinput["bgdask_butler_suite"] = str(config._bgdask_butler_dir)
+    node.workerinput["bgdask_butler_suite"] = str(_butler_dir(config))
     node.workerinput["bgdask_loadgroup"] = config.option.dist == "loadgroup"
 
 

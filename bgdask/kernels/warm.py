@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
 import threading
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -146,7 +146,7 @@ def _stamp(part: str) -> None:
         path = stamp_path(part)
         if path is None:
             return
-        tmp = path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}")  # a cache shared by hosts
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")   # unique, even in a cache hosts share
         tmp.write_text(json.dumps(_fingerprint(part)))
         os.replace(tmp, path)
     except Exception:  # noqa: BLE001 - only time is at stake: the next command warms up again
