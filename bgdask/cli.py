@@ -212,7 +212,8 @@ def _compute(args, options, prepared, warming):
 
             client.register_plugin(QuietExpectedErrors())
         link = dashboard_link(client)
-        _echo(f"dask dashboard: {link}" if link else "dask dashboard: not available")
+        _echo(f"dask dashboard: {link}" if link else
+              "dask dashboard: off" if not options.dashboard else "dask dashboard: not available")
         # the workers load the kernels from numba's cache rather than all compile them at once
         warming.wait(_echo)
         report = getattr(args, "performance_report", None)

@@ -85,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
 
 @pytest.mark.slow
 def test_local_cluster_computes_and_serves_dashboard_on_loopback():
-    options = ClusterOptions(workers=2, threads_per_worker=1, memory_limit="1GB")
+    options = ClusterOptions(workers=2, threads_per_worker=1, memory_limit="1GB", dashboard=True)
     with pytest.raises(KeyboardInterrupt):
         with connect(options) as client:
             assert client.scheduler.address.startswith("tcp://127.0.0.1:")
@@ -116,6 +116,32 @@ def test_local_cluster_without_dashboard():
     with connect(ClusterOptions(workers=1, threads_per_worker=1, dashboard=False)) as client:
         assert dashboard_link(client) is None
         assert client.submit(operator.add, 1, 2).result() == 3
+
+
+@pytest.mark.parametrize("configured, expected", [(True, True), (False, False), ("false", False),
+                                                  ("True", True), ("off", False), ("1", True)])
+def test_dashboard_follows_the_configuration_unless_given(configured, expected):
+    """bgdask.dashboard (as set in YAML, Python, or a DASK_BGDASK__DASHBOARD
+    string) is the default; --dashboard / --no-dashboard and the argument win."""
+    with dask.config.set({"bgdask.dashboard": configured}):
+        assert ClusterOptions().dashboard is expected
+        assert options_from_args(_parser().parse_args([])).dashboard is expected
+        assert options_from_args(_parser().parse_args(["--dashboard"])).dashboard is True
+        assert options_from_args(_parser().parse_args(["--no-dashboard"])).dashboard is False
+        assert ClusterOptions(dashboard=not expected).dashboard is (not expected)
+
+
+def test_a_dashboard_setting_that_is_no_flag_is_refused():
+    with dask.config.set({"bgdask.dashboard": "sometimes"}), pytest.raises(ClusterError, match="bgdask.dashboard"):
+        ClusterOptions()
+
+
+def test_users_get_the_dashboard_by_default():
+    """Without the tests' own setting (conftest turns it off), a cluster has one."""
+    env = {k: v for k, v in os.environ.items() if k != "DASK_BGDASK__DASHBOARD"}
+    proc = subprocess.run([sys.executable, "-c", "from bgdask.cluster import ClusterOptions as C; print(C().dashboard)"],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert proc.stdout.strip() == "True", proc.stderr
 
 
 # --------------------------------------------------------------------------- existing scheduler
@@ -411,7 +437,7 @@ def test_slurm_cluster_runs_on_two_jobs(tmp_path):
 
     options = ClusterOptions(
         kind="slurm", jobs=2, cores=1, processes=1, memory="1GB", walltime="00:10:00",
-        host="127.0.0.1", log_directory=str(tmp_path), worker_timeout=90,
+        host="127.0.0.1", log_directory=str(tmp_path), worker_timeout=90, dashboard=True,
     )
     with pytest.raises(KeyboardInterrupt), connect(options) as client:
         client.wait_for_workers(2, timeout=60)
