@@ -52,6 +52,7 @@ __all__ = [
     "add_cluster_arguments",
     "check_scheduler_address",
     "connect",
+    "dashboard_line",
     "dashboard_link",
     "job_script",
     "make_cluster",
@@ -164,6 +165,8 @@ def _configured_dashboard() -> bool:
     """``bgdask.dashboard`` of Dask's configuration (a bool, or a string such
     as ``DASK_BGDASK__DASHBOARD=false`` gives)."""
     value = dask.config.get("bgdask.dashboard", True)
+    if value is None:           # an empty `dashboard:` in a YAML file: the default
+        return True
     if isinstance(value, str):
         if value.strip().lower() not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
             raise ClusterError(f"bgdask.dashboard must be true or false, got {value!r}")
@@ -400,6 +403,17 @@ def job_script(options: ClusterOptions) -> str:
 
 #: Clients connect() made for clusters started without a dashboard.
 _NO_DASHBOARD: "weakref.WeakSet" = weakref.WeakSet()
+
+
+def dashboard_line(client, options: ClusterOptions) -> str:
+    """What a command prints of the dashboard of ``client`` (connected with
+    ``options``): its link, or why there is none."""
+    link = dashboard_link(client)
+    if link:
+        return f"dask dashboard: {link}"
+    if not (options.dashboard or options.scheduler):
+        return "dask dashboard: off (--dashboard, or bgdask.dashboard: true, to serve one)"
+    return "dask dashboard: not available"
 
 
 def dashboard_link(client) -> str | None:

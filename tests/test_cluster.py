@@ -119,7 +119,7 @@ def test_local_cluster_without_dashboard():
 
 
 @pytest.mark.parametrize("configured, expected", [(True, True), (False, False), ("false", False),
-                                                  ("True", True), ("off", False), ("1", True)])
+                                                  ("True", True), ("off", False), ("1", True), (None, True)])
 def test_dashboard_follows_the_configuration_unless_given(configured, expected):
     """bgdask.dashboard (as set in YAML, Python, or a DASK_BGDASK__DASHBOARD
     string) is the default; --dashboard / --no-dashboard and the argument win."""
@@ -367,12 +367,15 @@ def _argv(options: ClusterOptions) -> list[str]:
         argv += ["--adapt", *map(str, options.adapt)]
     for line in options.job_extra_directives:
         argv += [f"--job-extra-directive={line}"]
+    argv += ["--dashboard" if options.dashboard else "--no-dashboard"]
     return argv
 
 
 @pytest.mark.parametrize("options", [
     ClusterOptions(),
     ClusterOptions(workers=3, threads_per_worker=2, memory_limit="4GB", local_directory="/tmp/x"),
+    ClusterOptions(workers=1, dashboard=True),
+    ClusterOptions(workers=1, dashboard=False),
     ClusterOptions(scheduler="tcp://127.0.0.1:8786"),
     ClusterOptions(scheduler="tcp://scheduler:8786", wait_for_workers=2, worker_timeout=300.0),
     ClusterOptions(kind="slurm", jobs=4, cores=8, memory="12GB", processes=2, walltime="02:00:00",

@@ -174,13 +174,25 @@ def test_separable_prepared_once_is_bitwise_per_block(style, extrapolation):
                                       separable_interpolate(grid, xc, yc, xq, yq[part], style, extrapolation))
 
 
+def _scipy_akima(x, y, extrapolation):
+    """The Interpolant as it was built on scipy's Akima1DInterpolator (the reference)."""
+    from scipy.interpolate import Akima1DInterpolator
+
+    from bgdask.kernels.interp import Interpolant
+
+    interpolant = Interpolant(x, y, "AKIMA_SPLINE", extrapolation)
+    interpolant.interp = Akima1DInterpolator(x, y, axis=0, extrapolate=True)
+    return interpolant
+
+
 @pytest.mark.parametrize("seed", range(40))
 def test_compiled_akima_of_one_row_is_bitwise_scipys(seed):
     """interpolate_1d of 1-D samples in the Akima style (the rows and columns
-    of fill_gaps) gives what the scipy-based Interpolant gives, bit for bit:
-    inside, at the breakpoints, beyond them in every extrapolation mode,
-    with flat stretches (slopes undefined), repeated values and NaN queries."""
-    from bgdask.kernels.interp import Interpolant, _akima_1d
+    of fill_gaps) gives what scipy's Akima1DInterpolator with bgdask's
+    extrapolation gives, bit for bit: inside, at the breakpoints, beyond them
+    in every extrapolation mode, with flat stretches (slopes undefined),
+    repeated values and NaN queries; and the query's shape."""
+    from bgdask.kernels.interp import _akima_1d
 
     rng = np.random.default_rng(seed)
     n = int(rng.integers(5, 40))
@@ -193,12 +205,32 @@ def test_compiled_akima_of_one_row_is_bitwise_scipys(seed):
     span = x[-1] - x[0]
     xq = np.concatenate([rng.uniform(x[0] - span, x[-1] + span, 300), x, [x[0], x[-1], np.nan]])
     for extrapolation in ("quadratic", "linear", "nearest"):
-        want = Interpolant(x, y, "AKIMA_SPLINE", extrapolation)(xq)
+        want = _scipy_akima(x, y, extrapolation)(xq)
         got = interpolate_1d(x, y, xq, "AKIMA_SPLINE", extrapolation)
         assert got.shape == want.shape and got.tobytes() == want.tobytes(), extrapolation
-        # the kernel itself, as interpolate_1d calls it (not a silent fallback to scipy)
+        # the kernel itself (not a silent fallback to the Interpolant)
         code = ("quadratic", "linear", "nearest").index(extrapolation)
         assert _akima_1d(x, y, xq, code).tobytes() == want.tobytes()
+        assert interpolate_1d(x, y, xq[:6].reshape(2, 3), "AKIMA_SPLINE", extrapolation).shape == (2, 3)
+        assert interpolate_1d(x, y, xq[0], "AKIMA_SPLINE", extrapolation).shape == ()
+
+
+@pytest.mark.parametrize("bad", ["nan", "inf", "overflow"])
+def test_akima_refuses_what_scipy_refuses(bad):
+    """Non-finite samples, or slopes that overflow, are an error (as in
+    scipy), in one column and in many: never NaN, nor other columns changed."""
+    from bgdask.kernels.interp import _AkimaSpline
+
+    x, y = np.arange(6.0), np.array([0.0, 1.0, 2.0, 4.0, 3.0, 5.0])
+    y[2] = {"nan": np.nan, "inf": np.inf, "overflow": 1e308}[bad]
+    if bad == "overflow":
+        y[3] = -1e308
+    with np.errstate(over="ignore", invalid="ignore"):
+        for values in (y, np.stack([np.arange(6.0), y], axis=1)):
+            with pytest.raises(ValueError, match="finite"):
+                interpolate_1d(x, values, [1.5, 7.0], "AKIMA_SPLINE")
+        with pytest.raises(ValueError, match="finite"):
+            _AkimaSpline(x, y)
 
 
 def test_fill_gaps_falls_back_where_the_compiled_akima_does_not_apply():

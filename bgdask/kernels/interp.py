@@ -75,21 +75,26 @@ def interpolate_1d(
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     if (y.ndim == 1 and style == "AKIMA_SPLINE" and x.ndim == 1 and x.size == y.size
-            and x.size >= MIN_POINTS[style] and extrapolation in EXTRAPOLATIONS and np.all(np.diff(x) > 0)):
-        return _akima_1d(x, y, np.asarray(xq, dtype=np.float64).ravel(), EXTRAPOLATIONS.index(extrapolation))
+            and x.size >= MIN_POINTS[style] and extrapolation in EXTRAPOLATIONS
+            and np.all(np.diff(x) > 0) and np.isfinite(x).all() and np.isfinite(y).all()):
+        xq = np.asarray(xq, dtype=np.float64)
+        out = _akima_1d(x, y, xq.ravel(), EXTRAPOLATIONS.index(extrapolation))
+        return out.reshape(xq.shape)
     return Interpolant(x, y, style, extrapolation, reduce_order)(xq)
+
+
+_QUADRATIC, _LINEAR, _NEAREST = (EXTRAPOLATIONS.index(name) for name in ("quadratic", "linear", "nearest"))
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
 def _akima_1d(x, y, xq, mode):
     """``Interpolant(x, y, "AKIMA_SPLINE", EXTRAPOLATIONS[mode])(xq)`` for 1-D
-    ``y`` (at least 3 points), bit for bit, without scipy's per-call costs
-    (about 0.3 ms, paid per row and column in :func:`fill_gaps`). It does
-    scipy's arithmetic in scipy's order (checked with scipy 1.17):
-    ``Akima1DInterpolator``'s slopes (a slope is defined where
-    ``f1 + f2 > 1e-9 * max(f1 + f2)``), ``CubicHermiteSpline``'s
-    coefficients, ``PPoly``'s evaluation (:func:`_ppoly_eval`'s loop) and its
-    derivatives at the end points for :func:`_extrapolate`."""
+    finite ``y`` (at least 3 points), bit for bit, without scipy's per-call
+    costs (about 0.3 ms, paid per row and column in :func:`fill_gaps`):
+    :class:`_AkimaSpline`'s slopes and coefficients in scalar loops (the same
+    operations in the same order), :func:`_ppoly_eval` inside, and beyond
+    the ends :func:`_extrapolate`'s formula with the end point's value and
+    derivatives."""
     n = x.shape[0]
     m = np.empty(n + 3)
     for i in range(n - 1):
@@ -113,55 +118,40 @@ def _akima_1d(x, y, xq, mode):
         if f12[i] > cut:
             f2 = np.abs(m[i + 1] - m[i])
             t[i] = m[i + 1] + ((f2 / f12[i]) * (m[i + 2] - m[i + 1]))
-    c = np.empty((4, n - 1))
+        if not np.isfinite(t[i]):
+            raise ValueError("`dydx` must contain only finite values.")
+    c = np.empty((4, n - 1, 1))
     for i in range(n - 1):
         dx = x[i + 1] - x[i]
         slope = (y[i + 1] - y[i]) / dx
         tt = (t[i] + t[i + 1] - 2 * slope) / dx
-        c[0, i] = tt / dx
-        c[1, i] = (slope - t[i]) / dx - tt
-        c[2, i] = t[i]
-        c[3, i] = y[i]
-    out = np.empty(xq.shape[0])
-    ends = np.empty((2, 3))    # value, first and second derivative at x[0] and x[-1]
+        c[0, i, 0] = tt / dx
+        c[1, i, 0] = (slope - t[i]) / dx - tt
+        c[2, i, 0] = t[i]
+        c[3, i, 0] = y[i]
+    values = np.empty((xq.shape[0], 1))
+    _ppoly_eval(c, x, xq, 0, values)
+    out = values[:, 0]
+    ends = np.empty((2, 3))     # value, first and second derivative at x[0] and x[-1]
+    at = np.empty(1)
+    one = np.empty((1, 1))
     for e in range(2):
-        i = 0 if e == 0 else n - 2
-        s = 0.0 if e == 0 else x[n - 1] - x[n - 2]      # xe - x[i]
-        ends[e, 0] = ((((0.0 + c[3, i] * 1.0 * 1.0) + c[2, i] * s * 1.0) + c[1, i] * (s * s) * 1.0)
-                      + c[0, i] * ((s * s) * s) * 1.0)
-        ends[e, 1] = ((0.0 + c[2, i] * 1.0 * 1.0) + c[1, i] * s * 2.0) + c[0, i] * (s * s) * 3.0
-        ends[e, 2] = (0.0 + c[1, i] * 1.0 * 2.0) + c[0, i] * s * 6.0
+        at[0] = x[0] if e == 0 else x[n - 1]
+        for nu in range(3):
+            _ppoly_eval(c, x, at, nu, one)
+            ends[e, nu] = one[0, 0]
     for ip in range(xq.shape[0]):
         xv = xq[ip]
         if xv < x[0] or xv > x[n - 1]:
             e = 0 if xv < x[0] else 1
-            y0 = ends[e, 0]
-            if mode == 2:       # nearest
-                out[ip] = y0
+            if mode == _NEAREST:
+                out[ip] = ends[e, 0]
                 continue
             d = xv - (x[0] if e == 0 else x[n - 1])
-            v = y0 + d * ends[e, 1]
-            if mode == 0:       # quadratic
+            v = ends[e, 0] + d * ends[e, 1]
+            if mode == _QUADRATIC:
                 v = v + 0.5 * d * d * ends[e, 2]
             out[ip] = v
-            continue
-        if xv == x[n - 1]:
-            i = n - 2
-        elif xv == xv:
-            lo, hi = 0, n - 2
-            while lo < hi:
-                mid = (lo + hi + 1) // 2
-                if xv < x[mid]:
-                    hi = mid - 1
-                else:
-                    lo = mid
-            i = lo
-        else:
-            out[ip] = np.nan
-            continue
-        s = xv - x[i]
-        out[ip] = ((((0.0 + c[3, i] * 1.0 * 1.0) + c[2, i] * s * 1.0) + c[1, i] * (s * s) * 1.0)
-                   + c[0, i] * ((s * s) * s) * 1.0)
     return out
 
 
@@ -206,9 +196,10 @@ class Interpolant:
 
 
 def _evaluate(interp, xq: np.ndarray) -> np.ndarray:
-    """``interp(xq)``; for scipy's piecewise polynomials along axis 0 with
+    """``interp(xq)``; for scipy's natural spline along axis 0 with many
     columns (the offsets of a warp's rows), a compiled loop that does
-    scipy's arithmetic in scipy's order, so the values are bitwise scipy's."""
+    scipy's arithmetic in scipy's order, so the values are bitwise scipy's
+    (:class:`_AkimaSpline` evaluates with the same loop itself)."""
     c = getattr(interp, "c", None)
     if (isinstance(interp, _AkimaSpline) or c is None or c.ndim != 3 or c.dtype != np.float64
             or getattr(interp, "axis", 0) != 0 or c.shape[2] < 64 or xq.size < 16):
@@ -226,11 +217,14 @@ class _AkimaSpline:
     the NumPy expressions of scipy's ``Akima1DInterpolator`` and
     ``CubicHermiteSpline`` (checked with scipy 1.17; a slope is defined where
     ``f1 + f2 > 1e-9 * max(f1 + f2)``, the maximum over every column), the
-    evaluation and its derivatives by :func:`_ppoly_eval`. At least 3 points."""
-
-    axis = 0
+    evaluation and its derivatives by :func:`_ppoly_eval`. At least 3
+    points; non-finite samples or slopes are refused with scipy's messages."""
 
     def __init__(self, x: np.ndarray, y: np.ndarray):
+        if not np.isfinite(x).all():
+            raise ValueError("`x` must contain only finite values.")
+        if not np.isfinite(y).all():
+            raise ValueError("`y` must contain only finite values.")
         dx = np.diff(x)
         dxr = dx.reshape((-1,) + (1,) * (y.ndim - 1))
         m = np.empty((x.shape[0] + 3,) + y.shape[1:])
@@ -246,6 +240,8 @@ class _AkimaSpline:
         ind = np.nonzero(f12 > 1.e-9 * (np.max(f12) if f12.size else -np.inf))
         x_ind, y_ind = ind[0], ind[1:]
         t[ind] = m[(x_ind + 1,) + y_ind] + ((f2[ind] / f12[ind]) * (m[(x_ind + 2,) + y_ind] - m[(x_ind + 1,) + y_ind]))
+        if not np.isfinite(t).all():
+            raise ValueError("`dydx` must contain only finite values.")
         slope = np.diff(y, axis=0) / dxr
         tt = (t[:-1] + t[1:] - 2 * slope) / dxr
         self.x = x
