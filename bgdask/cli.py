@@ -200,7 +200,7 @@ def _ctrl_c_spares_workers(options):
 
 
 def _compute(args, options, prepared, warming):
-    from .cluster import connect, dashboard_link
+    from .cluster import connect, dashboard_line
     from .pipeline import run
 
     _quiet_distributed(args.verbose)
@@ -211,8 +211,7 @@ def _compute(args, options, prepared, warming):
             from ._worker_preload import QuietExpectedErrors
 
             client.register_plugin(QuietExpectedErrors())
-        link = dashboard_link(client)
-        _echo(f"dask dashboard: {link}" if link else "dask dashboard: not available")
+        _echo(dashboard_line(client, options))
         # the workers load the kernels from numba's cache rather than all compile them at once
         warming.wait(_echo)
         report = getattr(args, "performance_report", None)

@@ -37,7 +37,7 @@ def test_simulate_match_inspect_export(tmp_path, small_sim):
     assert (sim_dir / "manifest.csv").exists() and (sim_dir / "skymap.yaml").exists()
     store = tmp_path / "out.zarr"
     out = run("match", sim_dir / "warps", "-o", store, "--workers", 1, "--threads-per-worker", 1,
-              "--no-progress", "--performance-report", tmp_path / "perf.html")
+              "--no-progress", "--performance-report", tmp_path / "perf.html", "--dashboard")
     assert out.returncode == 0, out.stderr
     assert "dask dashboard: http://127.0.0.1:" in out.stdout
     assert "inferred tract geometry" in out.stdout

@@ -85,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
 
 @pytest.mark.slow
 def test_local_cluster_computes_and_serves_dashboard_on_loopback():
-    options = ClusterOptions(workers=2, threads_per_worker=1, memory_limit="1GB")
+    options = ClusterOptions(workers=2, threads_per_worker=1, memory_limit="1GB", dashboard=True)
     with pytest.raises(KeyboardInterrupt):
         with connect(options) as client:
             assert client.scheduler.address.startswith("tcp://127.0.0.1:")
@@ -116,6 +116,32 @@ def test_local_cluster_without_dashboard():
     with connect(ClusterOptions(workers=1, threads_per_worker=1, dashboard=False)) as client:
         assert dashboard_link(client) is None
         assert client.submit(operator.add, 1, 2).result() == 3
+
+
+@pytest.mark.parametrize("configured, expected", [(True, True), (False, False), ("false", False),
+                                                  ("True", True), ("off", False), ("1", True), (None, True)])
+def test_dashboard_follows_the_configuration_unless_given(configured, expected):
+    """bgdask.dashboard (as set in YAML, Python, or a DASK_BGDASK__DASHBOARD
+    string) is the default; --dashboard / --no-dashboard and the argument win."""
+    with dask.config.set({"bgdask.dashboard": configured}):
+        assert ClusterOptions().dashboard is expected
+        assert options_from_args(_parser().parse_args([])).dashboard is expected
+        assert options_from_args(_parser().parse_args(["--dashboard"])).dashboard is True
+        assert options_from_args(_parser().parse_args(["--no-dashboard"])).dashboard is False
+        assert ClusterOptions(dashboard=not expected).dashboard is (not expected)
+
+
+def test_a_dashboard_setting_that_is_no_flag_is_refused():
+    with dask.config.set({"bgdask.dashboard": "sometimes"}), pytest.raises(ClusterError, match="bgdask.dashboard"):
+        ClusterOptions()
+
+
+def test_users_get_the_dashboard_by_default():
+    """Without the tests' own setting (conftest turns it off), a cluster has one."""
+    env = {k: v for k, v in os.environ.items() if k != "DASK_BGDASK__DASHBOARD"}
+    proc = subprocess.run([sys.executable, "-c", "from bgdask.cluster import ClusterOptions as C; print(C().dashboard)"],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert proc.stdout.strip() == "True", proc.stderr
 
 
 # --------------------------------------------------------------------------- existing scheduler
@@ -341,12 +367,15 @@ def _argv(options: ClusterOptions) -> list[str]:
         argv += ["--adapt", *map(str, options.adapt)]
     for line in options.job_extra_directives:
         argv += [f"--job-extra-directive={line}"]
+    argv += ["--dashboard" if options.dashboard else "--no-dashboard"]
     return argv
 
 
 @pytest.mark.parametrize("options", [
     ClusterOptions(),
     ClusterOptions(workers=3, threads_per_worker=2, memory_limit="4GB", local_directory="/tmp/x"),
+    ClusterOptions(workers=1, dashboard=True),
+    ClusterOptions(workers=1, dashboard=False),
     ClusterOptions(scheduler="tcp://127.0.0.1:8786"),
     ClusterOptions(scheduler="tcp://scheduler:8786", wait_for_workers=2, worker_timeout=300.0),
     ClusterOptions(kind="slurm", jobs=4, cores=8, memory="12GB", processes=2, walltime="02:00:00",
@@ -411,7 +440,7 @@ def test_slurm_cluster_runs_on_two_jobs(tmp_path):
 
     options = ClusterOptions(
         kind="slurm", jobs=2, cores=1, processes=1, memory="1GB", walltime="00:10:00",
-        host="127.0.0.1", log_directory=str(tmp_path), worker_timeout=90,
+        host="127.0.0.1", log_directory=str(tmp_path), worker_timeout=90, dashboard=True,
     )
     with pytest.raises(KeyboardInterrupt), connect(options) as client:
         client.wait_for_workers(2, timeout=60)

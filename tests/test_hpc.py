@@ -90,7 +90,7 @@ def test_match_on_an_existing_scheduler(small_tract, reference_store, tmp_path):
 @pytest.mark.slow
 def test_dashboard_serves_while_a_match_runs(small_tract, tmp_path):
     seen = []
-    with connect(ClusterOptions(workers=1, threads_per_worker=1)) as client:
+    with connect(ClusterOptions(workers=1, threads_per_worker=1, dashboard=True)) as client:
         link = dashboard_link(client)
         assert link.startswith("http://127.0.0.1:")
         base = link.rsplit("/", 1)[0]

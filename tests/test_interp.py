@@ -172,3 +172,116 @@ def test_separable_prepared_once_is_bitwise_per_block(style, extrapolation):
     for part in (slice(0, 100), slice(100, 107), slice(107, 360)):
         np.testing.assert_array_equal(sep(yq[part]),
                                       separable_interpolate(grid, xc, yc, xq, yq[part], style, extrapolation))
+
+
+def _scipy_akima(x, y, extrapolation):
+    """The Interpolant as it was built on scipy's Akima1DInterpolator (the reference)."""
+    from scipy.interpolate import Akima1DInterpolator
+
+    from bgdask.kernels.interp import Interpolant
+
+    interpolant = Interpolant(x, y, "AKIMA_SPLINE", extrapolation)
+    interpolant.interp = Akima1DInterpolator(x, y, axis=0, extrapolate=True)
+    return interpolant
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_compiled_akima_of_one_row_is_bitwise_scipys(seed):
+    """interpolate_1d of 1-D samples in the Akima style (the rows and columns
+    of fill_gaps) gives what scipy's Akima1DInterpolator with bgdask's
+    extrapolation gives, bit for bit: inside, at the breakpoints, beyond them
+    in every extrapolation mode, with flat stretches (slopes undefined),
+    repeated values and NaN queries; and the query's shape."""
+    from bgdask.kernels.interp import _akima_1d
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(5, 40))
+    x = np.unique(np.sort(rng.uniform(-500, 5000, n) * 10.0 ** rng.uniform(-2, 2)))
+    y = rng.normal(0, 50, x.size) * 10.0 ** rng.uniform(-6, 6)
+    if seed % 3 == 0:           # flat stretches: f1 + f2 = 0, where the slope is the mean
+        y[rng.integers(0, x.size, x.size // 2)] = y[0]
+    if seed % 5 == 1:
+        y = np.round(y)         # repeated values and exact zeros
+    span = x[-1] - x[0]
+    xq = np.concatenate([rng.uniform(x[0] - span, x[-1] + span, 300), x, [x[0], x[-1], np.nan]])
+    for extrapolation in ("quadratic", "linear", "nearest"):
+        want = _scipy_akima(x, y, extrapolation)(xq)
+        got = interpolate_1d(x, y, xq, "AKIMA_SPLINE", extrapolation)
+        assert got.shape == want.shape and got.tobytes() == want.tobytes(), extrapolation
+        # the kernel itself (not a silent fallback to the Interpolant)
+        code = ("quadratic", "linear", "nearest").index(extrapolation)
+        assert _akima_1d(x, y, xq, code).tobytes() == want.tobytes()
+        assert interpolate_1d(x, y, xq[:6].reshape(2, 3), "AKIMA_SPLINE", extrapolation).shape == (2, 3)
+        assert interpolate_1d(x, y, xq[0], "AKIMA_SPLINE", extrapolation).shape == ()
+
+
+@pytest.mark.parametrize("bad", ["nan", "inf", "overflow"])
+def test_akima_refuses_what_scipy_refuses(bad):
+    """Non-finite samples, or slopes that overflow, are an error (as in
+    scipy), in one column and in many: never NaN, nor other columns changed."""
+    from bgdask.kernels.interp import _AkimaSpline
+
+    x, y = np.arange(6.0), np.array([0.0, 1.0, 2.0, 4.0, 3.0, 5.0])
+    y[2] = {"nan": np.nan, "inf": np.inf, "overflow": 1e308}[bad]
+    if bad == "overflow":
+        y[3] = -1e308
+    with np.errstate(over="ignore", invalid="ignore"):
+        for values in (y, np.stack([np.arange(6.0), y], axis=1)):
+            with pytest.raises(ValueError, match="finite"):
+                interpolate_1d(x, values, [1.5, 7.0], "AKIMA_SPLINE")
+        with pytest.raises(ValueError, match="finite"):
+            _AkimaSpline(x, y)
+
+
+def test_fill_gaps_falls_back_where_the_compiled_akima_does_not_apply():
+    """Too few points for Akima (the reduced style), and unordered x (the error)."""
+    x = np.arange(4.0)
+    y = np.array([1.0, 3.0, 2.0, 5.0])
+    assert interpolate_1d(x, y, [1.5], "AKIMA_SPLINE").tobytes() == \
+        interpolate_1d(x, y, [1.5], "NATURAL_SPLINE").tobytes()
+    with pytest.raises(ValueError, match="strictly increasing"):
+        interpolate_1d(np.array([0.0, 2.0, 1.0, 3.0, 4.0]), np.arange(5.0), [1.0], "AKIMA_SPLINE")
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_akima_spline_is_bitwise_scipys_with_its_derivatives(seed):
+    """The Akima spline the interpolants use (scipy.interpolate is not
+    imported for it) gives Akima1DInterpolator's values and first and second
+    derivatives bit for bit, for one column and many (where the cut-off of
+    an undefined slope is taken against the largest over every column)."""
+    from scipy.interpolate import Akima1DInterpolator
+
+    from bgdask.kernels.interp import _AkimaSpline
+
+    rng = np.random.default_rng(seed)
+    x = np.unique(np.sort(rng.uniform(-100, 5000, rng.integers(5, 60))))
+    shape = (x.size,) if seed % 2 else (x.size, int(rng.integers(1, 200)))
+    y = rng.normal(0, 50, shape) * 10.0 ** rng.uniform(-6, 6, shape[1:] or None)
+    if seed % 3 == 0:
+        y[rng.integers(0, x.size, x.size // 2)] = y[0]
+    span = x[-1] - x[0]
+    xq = np.concatenate([rng.uniform(x[0] - span, x[-1] + span, 100), x, [np.nan]])
+    want, got = Akima1DInterpolator(x, y, axis=0, extrapolate=True), _AkimaSpline(x, y)
+    assert got.c.tobytes() == want.c.tobytes()
+    for nu in (0, 1, 2):
+        w, g = want(xq, nu), got(xq, nu)
+        assert g.shape == w.shape and g.tobytes() == w.tobytes(), nu
+
+
+def test_modelling_a_background_imports_no_scipy_interpolate():
+    """A worker that fills, models and evaluates a background in the Akima
+    style (the default) does without scipy.interpolate (0.4-0.7 s to import)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np\n"
+            "from bgdask.kernels.interp import fill_gaps, separable_interpolate\n"
+            "g = np.add.outer(np.arange(6.0), np.arange(7.0)) ** 1.5\n"
+            "good = np.ones(g.shape, bool); good[2, 3] = good[4, 1] = False\n"
+            "xc, yc = np.arange(7.0) * 10, np.arange(6.0) * 10\n"
+            "f = fill_gaps(g, good, xc, yc)\n"
+            "separable_interpolate(f, xc, yc, np.linspace(-5, 70, 80), np.linspace(-5, 60, 70))\n"
+            "print(sorted(m for m in sys.modules if m.startswith('scipy.interpolate')))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]", proc.stdout

@@ -25,9 +25,11 @@ def tract(tmp_path_factory):
     return write_tract(sim, tmp_path_factory.mktemp("workflow_tract"))
 
 
-def run(script: str, *args, cwd: Path, timeout: float = TIMEOUT) -> subprocess.CompletedProcess:
+def run(script: str, *args, cwd: Path, timeout: float = TIMEOUT, env: dict | None = None
+        ) -> subprocess.CompletedProcess:
     proc = subprocess.run([sys.executable, str(WORKFLOWS / script), *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+                          env=None if env is None else {**os.environ, **env})
     assert proc.returncode == 0, f"{script} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     return proc
 
@@ -79,7 +81,7 @@ def test_demo(tmp_path):
 def test_laptop(tract, tmp_path):
     store = tmp_path / "laptop.zarr"
     proc = run("laptop.py", tract / "warps", store, "--workers", 1, "--threads-per-worker", 2,
-               "--report", tmp_path / "report.html", cwd=tmp_path)
+               "--report", tmp_path / "report.html", cwd=tmp_path, env={"DASK_BGDASK__DASHBOARD": "True"})
     assert "dask dashboard: http://127.0.0.1:" in proc.stdout
     assert_complete(store)
     assert (tmp_path / "report.html").exists()

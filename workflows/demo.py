@@ -37,7 +37,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     import bgdask
-    from bgdask.cluster import ClusterOptions, connect, dashboard_link
+    from bgdask.cluster import ClusterOptions, connect, dashboard_line
     from bgdask.simulate import simulate, store_offset_error
 
     out = Path(args.output)
@@ -54,7 +54,7 @@ def main(argv=None) -> int:
     store = out / "demo.zarr"
     options = ClusterOptions(kind="local", workers=args.workers, threads_per_worker=args.threads_per_worker)
     with connect(options) as client:
-        print(f"dask dashboard: {dashboard_link(client)}", flush=True)
+        print(dashboard_line(client, options), flush=True)
         result = bgdask.match_backgrounds(out / "tract" / "manifest.csv", store, client=client,
                                           skymap=out / "tract" / "skymap.yaml", overwrite=True)
 

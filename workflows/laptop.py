@@ -6,7 +6,8 @@
 
 WARPS_DIR is searched recursively for warp FITS files (afw format, .fits or
 .fits.fz); a manifest CSV or an input Zarr store works too. The scheduler, the
-workers and the dashboard bind 127.0.0.1; the dashboard link is printed.
+workers and the dashboard bind 127.0.0.1; the dashboard link is printed
+(unless bgdask.dashboard is false in Dask's configuration).
 
 Sizing: a worker thread needs about 1.5 GB for Rubin's 4200 x 4200 warps (a
 stage-B task holds a reference warp, a visit's warp and their difference), and
@@ -50,7 +51,7 @@ def main(argv=None) -> int:
     import contextlib
 
     import bgdask
-    from bgdask.cluster import ClusterOptions, connect, dashboard_link
+    from bgdask.cluster import ClusterOptions, connect, dashboard_line
 
     config = bgdask.MatchConfig.from_file(args.config) if args.config else bgdask.MatchConfig()
     if args.ref_visit is not None:
@@ -59,7 +60,7 @@ def main(argv=None) -> int:
                              memory_limit=args.memory_limit)
     t0 = time.perf_counter()
     with connect(options) as client:
-        print(f"dask dashboard: {dashboard_link(client)}", flush=True)
+        print(dashboard_line(client, options), flush=True)
         print(f"workers: {len(client.scheduler_info()['workers'])}", flush=True)
         perf = contextlib.nullcontext()
         if args.performance_report:

@@ -128,7 +128,7 @@ def progress(label: str, n: int, total: int) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from bgdask.cluster import connect, dashboard_link, job_script
+    from bgdask.cluster import connect, dashboard_line, job_script
 
     options = cluster_options(args)
     if args.print_job_script:
@@ -144,7 +144,7 @@ def main(argv=None) -> int:
     # connect() submits the jobs, waits for the first worker, and cancels the jobs on exit
     # (also on errors and Ctrl-C).
     with connect(options) as client:
-        print(f"dask dashboard: {dashboard_link(client)}", flush=True)
+        print(dashboard_line(client, options), flush=True)
         print(f"scheduler: {client.scheduler.address}; workers so far: "
               f"{len(client.scheduler_info()['workers'])}", flush=True)
         result = bgdask.match_backgrounds(

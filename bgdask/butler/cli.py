@@ -66,7 +66,7 @@ def cmd_match_butler(args) -> int:
 
 
 def _match_repo(args, cfg, repo, dataset_type, t0, warming) -> int:
-    from ..cluster import connect, dashboard_link, options_from_args
+    from ..cluster import connect, dashboard_line, options_from_args
 
     butler = open_butler(repo, writeable=bool(args.output_run))
     if args.output_run:
@@ -80,9 +80,9 @@ def _match_repo(args, cfg, repo, dataset_type, t0, warming) -> int:
           f"{len(groups)} group(s) ({'; '.join(g.label for g in groups)}), "
           f"queried in {time.perf_counter() - t0:.2f} s")
     progress = GroupProgress(sys.stderr.isatty() and not getattr(args, "no_progress", False))
-    with connect(options_from_args(args)) as client:
-        link = dashboard_link(client)
-        _echo(f"dask dashboard: {link}" if link else "dask dashboard: not available")
+    options = options_from_args(args)
+    with connect(options) as client:
+        _echo(dashboard_line(client, options))
         warming.wait(_echo)
         results = match_groups(
             groups, args.output, cfg, client, butler=butler, output_run=args.output_run,
