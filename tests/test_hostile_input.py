@@ -36,6 +36,8 @@ from bgdask.io.catalog import find_warps
 from bgdask.pipeline import prepare
 from bgdask.simulate import warp_filename
 
+from _terminal import terminal_env
+
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
 
@@ -452,7 +454,8 @@ def _run_and_interrupt(manifest: Path, out: Path, when, tmp_path: Path) -> tuple
     with open(err, "w") as fe:
         proc = subprocess.Popen([sys.executable, "-m", "bgdask.cli", "match", str(manifest), "-o", str(out),
                                  "--no-progress", "--chunk-rows", "32", "--workers", "2", "--threads-per-worker", "1"],
-                                stdout=subprocess.DEVNULL, stderr=fe, env=ENV, cwd=tmp_path, start_new_session=True)
+                                stdout=subprocess.DEVNULL, stderr=fe, env=terminal_env(tmp_path / "terminal", base=ENV),
+                                cwd=tmp_path, start_new_session=True)
     kids = []
     try:
         deadline = time.monotonic() + 240

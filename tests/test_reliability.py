@@ -34,6 +34,8 @@ from bgdask.errors import BgdaskError, InputError
 from bgdask import match_backgrounds, testing
 from bgdask.simulate import write_tract
 
+from _terminal import terminal_env
+
 #: Rows per stage-C block in the lost-worker and disk tests (3 blocks a warp).
 ROWS = 100
 #: Rows per stage-C block of the interrupted command (9 blocks a warp: a slow stage C).
@@ -242,18 +244,12 @@ def _alive(procs) -> list[psutil.Process]:
     return alive
 
 
-# Imported by every Python process started with its directory on PYTHONPATH
-# (the command, its workers): SIGINT handled as in a terminal, whatever the
-# test runner's own parent ignores (a shell's background job, nohup, starts
-# with SIGINT ignored, and Python keeps it so); and each warp's stage C
-# lingers after its done flag, so that a poll of the store sees the run
-# part-way through stage C however fast the machine is.
+# Run by every Python process the command starts (tests/_terminal.py): each
+# warp's stage C lingers after its done flag, so that a poll of the store
+# sees the run part-way through stage C however fast the machine is.
 SLOW_WARPS = """
 import os
-import signal
 import time
-
-signal.signal(signal.SIGINT, signal.default_int_handler)
 
 import bgdask.io.store as _store
 
@@ -270,11 +266,9 @@ _store.Store.finish_warp = finish_warp
 
 
 def _slow_warps_env(directory: Path, pause: float = 0.3) -> dict:
-    """The environment of a command whose warps each take ``pause`` seconds more in stage C."""
-    directory.mkdir()
-    (directory / "sitecustomize.py").write_text(SLOW_WARPS)
-    path = os.pathsep.join(filter(None, [str(directory), os.environ.get("PYTHONPATH")]))
-    return {**os.environ, "PYTHONPATH": path, "BGDASK_TEST_WARP_PAUSE": str(pause)}
+    """The environment of a command started as from a terminal whose warps
+    each take ``pause`` seconds more in stage C."""
+    return {**terminal_env(directory, SLOW_WARPS), "BGDASK_TEST_WARP_PAUSE": str(pause)}
 
 
 @pytest.mark.slow
