@@ -211,7 +211,7 @@ def _compute(args, options, prepared, warming):
             from ._worker_preload import QuietExpectedErrors
 
             client.register_plugin(QuietExpectedErrors())
-        _echo(dashboard_line(client, options))
+        _echo(dashboard_line(client))
         # the workers load the kernels from numba's cache rather than all compile them at once
         warming.wait(_echo)
         report = getattr(args, "performance_report", None)

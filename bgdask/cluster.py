@@ -405,15 +405,13 @@ def job_script(options: ClusterOptions) -> str:
 _NO_DASHBOARD: "weakref.WeakSet" = weakref.WeakSet()
 
 
-def dashboard_line(client, options: ClusterOptions) -> str:
-    """What a command prints of the dashboard of ``client`` (connected with
-    ``options``): its link, or why there is none."""
-    link = dashboard_link(client)
-    if link:
-        return f"dask dashboard: {link}"
-    if not (options.dashboard or options.scheduler):
+def dashboard_line(client) -> str:
+    """What a command prints of the dashboard of ``client``: its link, or why
+    there is none (off, for a cluster :func:`connect` started without one)."""
+    if client in _NO_DASHBOARD:
         return "dask dashboard: off (--dashboard, or bgdask.dashboard: true, to serve one)"
-    return "dask dashboard: not available"
+    link = dashboard_link(client)
+    return f"dask dashboard: {link}" if link else "dask dashboard: not available"
 
 
 def dashboard_link(client) -> str | None:

@@ -54,7 +54,7 @@ def main(argv=None) -> int:
     store = out / "demo.zarr"
     options = ClusterOptions(kind="local", workers=args.workers, threads_per_worker=args.threads_per_worker)
     with connect(options) as client:
-        print(dashboard_line(client, options), flush=True)
+        print(dashboard_line(client), flush=True)
         result = bgdask.match_backgrounds(out / "tract" / "manifest.csv", store, client=client,
                                           skymap=out / "tract" / "skymap.yaml", overwrite=True)
 

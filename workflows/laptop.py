@@ -60,7 +60,7 @@ def main(argv=None) -> int:
                              memory_limit=args.memory_limit)
     t0 = time.perf_counter()
     with connect(options) as client:
-        print(dashboard_line(client, options), flush=True)
+        print(dashboard_line(client), flush=True)
         print(f"workers: {len(client.scheduler_info()['workers'])}", flush=True)
         perf = contextlib.nullcontext()
         if args.performance_report:

@@ -144,7 +144,7 @@ def main(argv=None) -> int:
     # connect() submits the jobs, waits for the first worker, and cancels the jobs on exit
     # (also on errors and Ctrl-C).
     with connect(options) as client:
-        print(dashboard_line(client, options), flush=True)
+        print(dashboard_line(client), flush=True)
         print(f"scheduler: {client.scheduler.address}; workers so far: "
               f"{len(client.scheduler_info()['workers'])}", flush=True)
         result = bgdask.match_backgrounds(

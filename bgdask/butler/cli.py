@@ -80,9 +80,8 @@ def _match_repo(args, cfg, repo, dataset_type, t0, warming) -> int:
           f"{len(groups)} group(s) ({'; '.join(g.label for g in groups)}), "
           f"queried in {time.perf_counter() - t0:.2f} s")
     progress = GroupProgress(sys.stderr.isatty() and not getattr(args, "no_progress", False))
-    options = options_from_args(args)
-    with connect(options) as client:
-        _echo(dashboard_line(client, options))
+    with connect(options_from_args(args)) as client:
+        _echo(dashboard_line(client))
         warming.wait(_echo)
         results = match_groups(
             groups, args.output, cfg, client, butler=butler, output_run=args.output_run,

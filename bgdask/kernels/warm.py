@@ -49,7 +49,7 @@ def exercise(part: str | None = None) -> None:
     """Call every compiled kernel a worker runs (or those of one of
     :data:`PARTS`), with each argument type the stages give it, on tiny arrays."""
     from .centroid import window_sums
-    from .interp import _akima_1d, _ppoly_eval
+    from .interp import _ppoly_eval
     from .pixels import bin_counts, bit_tables, remap_bits
     from .stats import bad_pixels, superpixel_stats
 
@@ -73,7 +73,6 @@ def exercise(part: str | None = None) -> None:
             bin_counts(sub, sub, bins[:sub.shape[0]], bins[:sub.shape[1]], (1, 1))
             bin_counts(sub, None, bins[:sub.shape[0]], bins[:sub.shape[1]], (1, 1))
         _ppoly_eval(np.zeros((2, 1, 1)), np.array([0.0, 1.0]), np.array([0.5]), 0, np.empty((1, 1)))
-        _akima_1d(np.arange(5.0), np.zeros(5), np.array([0.5]), 0)
 
 
 def warm_up(announce=None, after: float = 3.0) -> None:
