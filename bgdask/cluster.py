@@ -42,6 +42,7 @@ from typing import Any, Iterator
 
 import dask
 
+from bgdask.config import setting_flag
 from bgdask.errors import BgdaskError
 
 __all__ = [
@@ -162,16 +163,8 @@ def check_scheduler_address(address: str | None) -> str | None:
 
 
 def _configured_dashboard() -> bool:
-    """``bgdask.dashboard`` of Dask's configuration (a bool, or a string such
-    as ``DASK_BGDASK__DASHBOARD=false`` gives)."""
-    value = dask.config.get("bgdask.dashboard", True)
-    if value is None:           # an empty `dashboard:` in a YAML file: the default
-        return True
-    if isinstance(value, str):
-        if value.strip().lower() not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
-            raise ClusterError(f"bgdask.dashboard must be true or false, got {value!r}")
-        return value.strip().lower() in ("true", "1", "yes", "on")
-    return bool(value)
+    """``bgdask.dashboard`` of Dask's configuration (bgdask.yaml: true)."""
+    return setting_flag("dashboard", True, ClusterError)
 
 
 def _is_loopback(host: str | None) -> bool:

@@ -13,7 +13,7 @@ from ._safeio import load_yaml, read_text
 from .errors import ConfigError
 from .kernels import DEFAULT_SMOOTHNESS, EXTRAPOLATIONS, MAX_PARTNERS, PLACEMENTS, SOLVERS, STATISTICS, STYLES
 
-__all__ = ["MatchConfig", "STATISTICS", "INTERPOLATIONS", "EXTRAPOLATIONS", "METHODS"]
+__all__ = ["MatchConfig", "STATISTICS", "INTERPOLATIONS", "EXTRAPOLATIONS", "METHODS", "setting_flag"]
 
 #: The interpolation styles (owned, like STATISTICS and EXTRAPOLATIONS, by bgdask.kernels).
 INTERPOLATIONS = STYLES
@@ -324,3 +324,24 @@ def _choice(name, v, choices, upper=False):
     if vv not in choices:
         raise ConfigError(f"config field {name!r} must be one of {list(choices)}, got {_short(repr(v))}")
     return vv
+
+
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+def setting_flag(name: str, default: bool, error: type[Exception] = ConfigError) -> bool:
+    """A true-or-false setting of bgdask's Dask configuration (``bgdask.NAME``,
+    bgdask.yaml): a bool, or the string an environment variable gives
+    (``DASK_BGDASK__STORE_LOCK=false``: Dask keeps strings it cannot parse
+    as Python, so ``false`` stays a string, which is truthy); an empty value
+    (None in YAML, an empty string in the environment) is the default. Anything else raises ``error`` naming the setting."""
+    import dask.config
+
+    value = dask.config.get(f"bgdask.{name}", default)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return default
+    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+        return value.strip().lower() in _TRUE
+    if isinstance(value, (bool, int)) and value in (0, 1):
+        return bool(value)
+    raise error(f"bgdask.{name} must be true or false, got {_short(repr(value))}")
