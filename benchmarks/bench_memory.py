@@ -8,8 +8,8 @@ as afw FITS files without Butler ids (default 4 files, 212 MB each; --small:
 2). Manifest CSVs list the same files under 4 and under 16 visit ids
 (--small: 3 and 6), so the number of visits grows while the disk use does
 not. Each manifest is matched with ``bgdask.match_backgrounds`` (automatic
-reference, default chunking: 1024-row blocks) on a LocalCluster of 2 workers x
-1 thread, while a thread samples the resident set size (RSS) of both worker
+reference, default chunking: 1024-row blocks) on the local cluster bgdask
+starts, 2 workers x 1 thread, while a thread samples the resident set size (RSS) of both worker
 processes every 50 ms (psutil). Printed: the peak RSS per worker (goal <= 1.5
 GB), its rise above the idle worker, the peak per stage, and the ratio of the
 peaks with the most and the fewest visits (goal: flat, ~1.0).

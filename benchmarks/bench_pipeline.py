@@ -5,8 +5,8 @@
 A simulated tract (default: 6 visits x 3 x 3 patches of 2100 x 2100, written
 once with bgdask.simulate.write_tract and reused) is matched with
 ``bgdask.match_backgrounds(manifest, out, client=client)`` (automatic
-reference, stages A, B and C) on a LocalCluster of 2 workers x 1 thread. On
-the same cluster, the I/O floor reads every input plane once
+reference, stages A, B and C) on the local cluster bgdask starts (2 workers
+x 1 thread; ``--dask-malloc``: a plain LocalCluster). On the same cluster, the I/O floor reads every input plane once
 (bgdask.io.read_plane) and writes every output plane once to a Zarr store of
 the same layout, chunking and compression (bgdask.io.store.create_store), one
 Dask task per warp. Both are repeated, alternating, and the best of each is

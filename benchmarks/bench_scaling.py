@@ -4,8 +4,8 @@
 
 The tract of bench_pipeline.py (6 visits x 3 x 3 patches of 2100 x 2100;
 --small: 4 visits x 2 x 2 patches of 1050 x 1050) is matched with
-``bgdask.match_backgrounds`` on a LocalCluster of 1 worker x 1 thread and on
-one of 2 workers x 1 thread, alternately (both clusters stay up; the best of
+``bgdask.match_backgrounds`` on the local cluster bgdask starts, of 1 worker
+x 1 thread and of 2 workers x 1 thread, alternately (both clusters stay up; the best of
 ``--repeats`` runs each is kept). Goal: speed-up >= 1.7 on 2 cores.
 
 The projection takes, from the task stream of the 2-worker runs, the seconds
