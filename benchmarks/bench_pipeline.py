@@ -269,6 +269,8 @@ def main(argv=None):
           f"   [median ratio {np.median(cmds) / np.median(floors):.2f}x]; the command's own costs beyond "
           f"match_backgrounds on a running cluster: {c - pp:+.2f} s; its CPU (all processes) "
           f"{min(cmd_cpu):.1f} s")
+    if common.plain_cluster():
+        print("  (--dask-malloc: the floor ran on a plain LocalCluster, the command on the cluster bgdask starts)")
     cr = min(pipe_cpu) / min(floor_cpu)
     print(f"RATIO of worker CPU seconds (user+sys, best of each), pipeline / floor: {cr:.2f}x "
           f"({min(pipe_cpu):.1f} s / {min(floor_cpu):.1f} s): the same comparison, less sensitive to other load")

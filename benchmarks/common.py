@@ -2,7 +2,8 @@
 
 * a command-line skeleton (``--small``, ``--workdir``),
 * cached simulated tracts (generated once per parameter set under the workdir),
-* a LocalCluster bound to 127.0.0.1,
+* the local cluster bgdask starts (or, with ``--dask-malloc``, a plain
+  LocalCluster), bound to 127.0.0.1,
 * task-stream summaries per key prefix,
 * the I/O floor (read every input plane once, write every output plane once),
 * a sampler of the worker processes' resident memory.
@@ -48,6 +49,11 @@ def parser(description: str) -> argparse.ArgumentParser:
 
 #: Set by --dask-malloc: local_cluster makes a plain LocalCluster.
 _PLAIN_CLUSTER = False
+
+
+def plain_cluster() -> bool:
+    """Whether --dask-malloc asked for a plain LocalCluster."""
+    return _PLAIN_CLUSTER
 
 
 def apply_common(args) -> None:

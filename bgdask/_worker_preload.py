@@ -6,9 +6,9 @@
   traceback of their own first. And each worker, as it starts, imports the
   stages and loads the kernels from numba's cache in a thread of its own
   (while the client opens the warps and creates the store), rather than in
-  its first task; only where the kernels' warm-up has filled the cache
-  (:func:`bgdask.kernels.warm.is_warm`): a worker never compiles them
-  ahead of a task.
+  its first task; only where the kernels' warm-up has left its stamps
+  (:func:`bgdask.kernels.warm.is_warm`), so that workers do not compile
+  them all at once ahead of any task.
 * :class:`QuietExpectedErrors` (a worker plugin, every cluster): a task that
   raises one of bgdask's own errors (a bad file, a visit with no overlap)
   is not logged by the worker as "Compute Failed" with a traceback: the
@@ -32,7 +32,8 @@ def dask_setup(worker) -> None:  # noqa: ARG001 - the preload protocol passes th
 def load_kernels() -> bool:
     """Import bgdask's stages and, if every part of the kernels is in numba's
     cache, load them (a task that needs them meanwhile waits for the same
-    import or the kernels' lock: nothing is loaded twice). True if loaded."""
+    import, or for numba's compiler lock, under which a kernel another thread
+    has loaded is found, not loaded again). True if loaded."""
     try:
         import bgdask.stages  # noqa: F401
         from bgdask.kernels import warm

@@ -286,6 +286,29 @@ def _jobqueue_kwargs(options: ClusterOptions) -> tuple[dict[str, Any], dict[str,
     return job, scheduler_options
 
 
+#: What a local worker's nanny reads from Dask's configuration as it is made
+#: (also for a worker ``--adapt`` adds later): bgdask's worker preload
+#: (:mod:`bgdask._worker_preload`), and no MALLOC_TRIM_THRESHOLD_: Dask's
+#: 65536 makes every large NumPy temporary page-fault in afresh, a third of
+#: the workers' CPU time (round one; ``python benchmarks/bench_pipeline.py``
+#: against ``--dask-malloc``).
+_LOCAL_WORKER_CONFIG = {"distributed.worker.preload": ["bgdask._worker_preload"],
+                        "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
+
+
+def _local_nanny_class():
+    from distributed import Nanny
+
+    class LocalNanny(Nanny):
+        """A nanny made under :data:`_LOCAL_WORKER_CONFIG`."""
+
+        def __init__(self, *args, **kwargs):
+            with dask.config.set(_LOCAL_WORKER_CONFIG):
+                super().__init__(*args, **kwargs)
+
+    return LocalNanny
+
+
 def _make_local(options: ClusterOptions):
     from distributed import LocalCluster
 
@@ -311,13 +334,7 @@ def _make_local(options: ClusterOptions):
     if options.local_directory is not None:
         kwargs["local_directory"] = options.local_directory
     try:
-        # the nanny hands its configuration to the worker process it starts
-        # Dask's MALLOC_TRIM_THRESHOLD_=65536 makes every large NumPy temporary
-        # page-fault in afresh: a third of the workers' CPU time (round one,
-        # `python benchmarks/bench_pipeline.py --glibc-malloc` against the default)
-        with dask.config.set({"distributed.worker.preload": ["bgdask._worker_preload"],
-                              "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
-            return LocalCluster(**kwargs)
+        return LocalCluster(worker_class=_local_nanny_class(), **kwargs)
     except Exception as exc:
         raise ClusterError(f"could not start the local Dask cluster: {exc}") from exc
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import numbers
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
+
+import numpy as np
 
 from ._safeio import load_yaml, read_text
 from .errors import ConfigError
@@ -331,10 +334,11 @@ _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 
 def setting_flag(name: str, default: bool, error: type[Exception] = ConfigError) -> bool:
     """A true-or-false setting of bgdask's Dask configuration (``bgdask.NAME``,
-    bgdask.yaml): a bool, or the string an environment variable gives
-    (``DASK_BGDASK__STORE_LOCK=false``: Dask keeps strings it cannot parse
-    as Python, so ``false`` stays a string, which is truthy); an empty value
-    (None in YAML, an empty string in the environment) is the default. Anything else raises ``error`` naming the setting."""
+    bgdask.yaml): a bool or 0 / 1, or a string as an environment variable
+    may leave it (Dask turns ``true`` and ``false`` into bools, but keeps
+    ``off``, ``no`` or ``yes`` strings, which are all truthy). An empty value
+    (None in YAML, an empty string in the environment) is the default;
+    anything else raises ``error`` naming the setting."""
     import dask.config
 
     value = dask.config.get(f"bgdask.{name}", default)
@@ -342,6 +346,6 @@ def setting_flag(name: str, default: bool, error: type[Exception] = ConfigError)
         return default
     if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
         return value.strip().lower() in _TRUE
-    if isinstance(value, (bool, int)) and value in (0, 1):
+    if isinstance(value, (bool, np.bool_, numbers.Real)) and value in (0, 1):   # also 1.0, numpy's bools
         return bool(value)
     raise error(f"bgdask.{name} must be true or false, got {_short(repr(value))}")

@@ -115,8 +115,9 @@ def test_setting_flags_read_every_form_the_configuration_gives():
     for empty in (None, "", " "):
         with dask.config.set({"bgdask.store-lock": empty}):
             assert setting_flag("store-lock", True) is True and setting_flag("store-lock", False) is False
-    for value, expected in [(True, True), (1, True), ("TRUE", True), (" on ", True), ("yes", True),
-                            (False, False), (0, False), ("False", False), ("off", False)]:
+    for value, expected in [(True, True), (1, True), (1.0, True), (np.True_, True), ("TRUE", True),
+                            (" on ", True), ("yes", True), (False, False), (0, False), (np.int64(0), False),
+                            ("False", False), ("off", False), ("no", False)]:
         with dask.config.set({"bgdask.store-lock": value}):
             assert setting_flag("store-lock", True) is expected, value
     for value in (2, 0.5, "maybe", [True]):
