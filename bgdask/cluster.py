@@ -291,7 +291,8 @@ def _jobqueue_kwargs(options: ClusterOptions) -> tuple[dict[str, Any], dict[str,
 #: (:mod:`bgdask._worker_preload`), and no MALLOC_TRIM_THRESHOLD_: Dask's
 #: 65536 makes every large NumPy temporary page-fault in afresh, a third of
 #: the workers' CPU time (round one; ``python benchmarks/bench_pipeline.py``
-#: against ``--dask-malloc``).
+#: against ``--dask-malloc``). A value in this process's environment still
+#: wins (Dask's rule; a plain LocalCluster started before leaves one there).
 _LOCAL_WORKER_CONFIG = {"distributed.worker.preload": ["bgdask._worker_preload"],
                         "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
 
