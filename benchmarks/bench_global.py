@@ -443,6 +443,7 @@ def main():
     p.add_argument("--sizes", type=int, nargs="+", default=None, metavar="VISITS",
                    help="synthetic: numbers of visits (default 20 50 100; with --small 20)")
     args = p.parse_args()
+    common.apply_common(args)
     common.banner("bench_global: global vs reference method, centre vs centroid placement")
     only = set(args.only or ["pipeline", "tracts", "scan", "synthetic", "small", "step"])
     cfg = MatchConfig()

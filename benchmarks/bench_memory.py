@@ -8,9 +8,9 @@ as afw FITS files without Butler ids (default 4 files, 212 MB each; --small:
 2). Manifest CSVs list the same files under 4 and under 16 visit ids
 (--small: 3 and 6), so the number of visits grows while the disk use does
 not. Each manifest is matched with ``bgdask.match_backgrounds`` (automatic
-reference, default chunking: 1024-row blocks) on a LocalCluster of 2 workers x
-1 thread, while a thread samples the resident set size (RSS) of both worker
-processes every 50 ms (psutil). Printed: the peak RSS per worker (goal <= 1.5
+reference, default chunking: 1024-row blocks) on a local cluster of its own
+as bgdask starts it, 2 workers x 1 thread, while a thread samples the
+resident set size (RSS) of both worker processes every 50 ms (psutil). Printed: the peak RSS per worker (goal <= 1.5
 GB), its rise above the idle worker, the peak per stage, and the ratio of the
 peaks with the most and the fewest visits (goal: flat, ~1.0).
 """
@@ -148,19 +148,21 @@ def main(argv=None):
     print(f"default chunking: {dask.config.get('bgdask.chunk-rows')} rows per stage-C block; one 4200 x 4200 plane is "
           f"{4200 * 4200 * 4 / 1e6:.0f} MB (float32/int32)")
     results = {}
-    with common.local_cluster(2, 1, memory_limit="8GB") as client:
-        common.warm_workers(client)
-        pids = common.worker_pids(client)
-        for n in counts:
+    for n in counts:
+        # a cluster of its own for each run: what one run's workers hold, not
+        # what an earlier run's left them (glibc keeps freed memory mapped)
+        with common.local_cluster(2, 1, memory_limit="8GB") as client:
+            common.warm_workers(client)
+            pids = common.worker_pids(client)
             man = manifest(d, files, n)
             r = run(client, pids, man, skymap, work / f"memory-out-{n}.zarr")
-            results[n] = r
-            peaks = ", ".join(f"{v / 1e9:.2f} GB" for v in r["peak"].values())
-            idle = ", ".join(f"{v / 1e9:.2f} GB" for v in r["idle"].values())
-            stages = ", ".join(f"{k} {v / 1e9:.2f} GB" for k, v in r["stage_peak"].items())
-            print(f"  {n:>3} visits: {r['wall']:.1f} s; peak RSS per worker {peaks} (idle before: {idle}; "
-                  f"{r['samples']} samples); peak by stage: {stages}")
-            sys.stdout.flush()
+        results[n] = r
+        peaks = ", ".join(f"{v / 1e9:.2f} GB" for v in r["peak"].values())
+        idle = ", ".join(f"{v / 1e9:.2f} GB" for v in r["idle"].values())
+        stages = ", ".join(f"{k} {v / 1e9:.2f} GB" for k, v in r["stage_peak"].items())
+        print(f"  {n:>3} visits: {r['wall']:.1f} s; peak RSS per worker {peaks} (idle before: {idle}; "
+              f"{r['samples']} samples); peak by stage: {stages}")
+        sys.stdout.flush()
     lo, hi = counts
     peak_lo = max(results[lo]["peak"].values())
     peak_hi = max(results[hi]["peak"].values())

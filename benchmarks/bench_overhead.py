@@ -9,7 +9,7 @@ N = 3,000 warps; --small: 1,000). The catalog is built in memory
 files (4 box shapes x 4 sky levels), each reused by many (visit, patch)
 through a small WarpSource that places a file's pixels at another box.
 
-Measured, on a LocalCluster of 2 workers x 1 thread:
+Measured, on the local cluster bgdask starts, 2 workers x 1 thread:
 
 * ``bgdask.match_backgrounds`` end to end: wall time per warp, the task
   time per warp, and the overhead per warp = (wall - task seconds / 2) /

@@ -4,8 +4,8 @@
     python benchmarks/bench_quality.py ratios [--seeds N]
 
 ``cost``: a simulated tract (default 6 visits x 3 x 3 patches of 1000 x 1000,
-written once and reused) goes through stages A and B once on a LocalCluster
-of 2 workers x 1 thread; then stage C is run into fresh stores with the
+written once and reused) goes through stages A and B once on the local
+cluster bgdask starts, 2 workers x 1 thread; then stage C is run into fresh stores with the
 quality measured (``write_graph(..., quality=True)``, what ``bgdask match``
 does) and without (``quality=False``, stage C as it was), alternating,
 ``--repeats`` times each. Printed: wall seconds and worker CPU seconds of

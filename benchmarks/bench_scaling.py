@@ -4,8 +4,8 @@
 
 The tract of bench_pipeline.py (6 visits x 3 x 3 patches of 2100 x 2100;
 --small: 4 visits x 2 x 2 patches of 1050 x 1050) is matched with
-``bgdask.match_backgrounds`` on a LocalCluster of 1 worker x 1 thread and on
-one of 2 workers x 1 thread, alternately (both clusters stay up; the best of
+``bgdask.match_backgrounds`` on the local cluster bgdask starts, of 1 worker
+x 1 thread and of 2 workers x 1 thread, alternately (both clusters stay up; the best of
 ``--repeats`` runs each is kept). Goal: speed-up >= 1.7 on 2 cores.
 
 The projection takes, from the task stream of the 2-worker runs, the seconds
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -123,6 +124,59 @@ def bench_pipeline_chunks(height: int) -> int:
     return -(-height // int(dask.config.get("bgdask.chunk-rows")))
 
 
+#: Calls per worker in :func:`cores_at_once`.
+CORE_CALLS = 8
+
+
+def _work_of_a_task(path: str, what: str, calls: int, start_at: float = 0.0) -> float:
+    """Per-call seconds of one piece of a stage's work on the first 1024 rows
+    of a warp (in a worker): the superpixel statistics (compute-bound), or
+    reading its three planes and writing them as float64 (memory-bound)."""
+    import time as _time
+
+    import numpy as _np
+
+    from bgdask.config import MatchConfig
+    from bgdask.io.fits import read_plane
+    from bgdask.kernels.stats import superpixel_stats
+
+    rows = slice(0, 1024)
+    image = read_plane(path, "image", rows)
+    bad = _np.zeros(image.shape, bool)
+    cfg = MatchConfig()
+    _time.sleep(max(0.0, start_at - _time.time()))   # both workers start together
+    t0 = _time.perf_counter()
+    for _ in range(calls):
+        if what == "stats":
+            superpixel_stats(image, bad, 0, 0, (64, 64), cfg.x_bin, cfg.y_bin)
+        else:
+            planes = [read_plane(path, p, rows) for p in ("image", "mask", "variance")]
+            [p.astype(_np.float64) + 1.0 for p in planes]
+    return (_time.perf_counter() - t0) / calls
+
+
+def cores_at_once(client, manifest: Path) -> dict[str, tuple[float, float]]:
+    """(seconds a call alone, with the other worker running the same) for
+    the two kinds of work: whether two busy cores slow each other down on
+    this machine, apart from the graph."""
+    from bgdask.io.catalog import find_warps
+
+    cat = find_warps(manifest)
+    key = max(cat.entries, key=lambda k: cat[k].box.width * cat[k].box.height)
+    path = str(cat[key].path)
+    workers = sorted(client.scheduler_info()["workers"])
+    out = {}
+    for name, what in (("superpixel statistics, 1024 rows (compute)", "stats"),
+                       ("read 3 planes + float64 copies, 1024 rows (memory)", "memory")):
+        client.run(_work_of_a_task, path, what, 1, workers=workers[:1])   # warm
+        alone = min(client.run(_work_of_a_task, path, what, CORE_CALLS, workers=workers[:1]).popitem()[1]
+                    for _ in range(3))
+        both = min(max(client.run(_work_of_a_task, path, what, CORE_CALLS, time.time() + 0.5).values())
+                   for _ in range(3))
+        out[name] = (alone, both)
+    return out
+
+
 def main(argv=None):
     p = common.parser(__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=2, help="runs per cluster size (best is kept)")
@@ -156,6 +210,7 @@ def main(argv=None):
             bench_pipeline.run_pipeline(c, manifest, work / f"scaling-{tag}-{n}.zarr", skymap)  # warm-up
         per_task = common.scheduler_cost_per_task(c2)
         print(f"  scheduler: {1e3 * per_task:.2f} ms per no-op task (2 workers)")
+        contention = cores_at_once(c2, manifest)
         for r in range(args.repeats):
             for n in ((1, 2) if r % 2 == 0 else (2, 1)):
                 out = work / f"scaling-{tag}-{n}.zarr"
@@ -191,6 +246,12 @@ def main(argv=None):
           f"{w1 / (task1 / (2 * busy)):.2f}x")
     print(f"  worker CPU seconds: {min(cpus[1]):.1f} (1 worker), {min(cpus[2]):.1f} (2 workers); "
           f"load average now {os.getloadavg()[0]:.2f} on {os.cpu_count()} cpus (other users' processes share the cores)")
+
+    print("  the same work in one worker alone, then in both at once (each worker runs it "
+          f"{CORE_CALLS} times; best of 3 per-call means):")
+    for name, (alone, both) in contention.items():
+        print(f"    {name:<46} {1e3 * alone:7.1f} ms alone, {1e3 * both:7.1f} ms with the other core busy: "
+              f"{both / alone:.2f}x")
 
     grid = superpixel_shape(sm.width, sm.height, 128, 128)
     # per-task costs from the 1-worker run: there a task has a core to itself (no self-contention),

@@ -2,7 +2,8 @@
 
 * a command-line skeleton (``--small``, ``--workdir``),
 * cached simulated tracts (generated once per parameter set under the workdir),
-* a LocalCluster bound to 127.0.0.1,
+* the local cluster bgdask starts (or, with ``--dask-malloc``, a plain
+  LocalCluster), bound to 127.0.0.1,
 * task-stream summaries per key prefix,
 * the I/O floor (read every input plane once, write every output plane once),
 * a sampler of the worker processes' resident memory.
@@ -40,19 +41,27 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--small", action="store_true", help="a quick, smaller variant")
     p.add_argument("--workdir", default=DEFAULT_WORKDIR,
                    help=f"where generated data lives and is reused (default {DEFAULT_WORKDIR})")
-    p.add_argument("--glibc-malloc", action="store_true",
-                   help="start workers without Dask's MALLOC_TRIM_THRESHOLD_=65536 "
-                        "(distributed.nanny.pre-spawn-environ), i.e. with glibc's dynamic malloc thresholds")
+    p.add_argument("--dask-malloc", action="store_true",
+                   help="a plain LocalCluster of one's own (its workers with Dask's MALLOC_TRIM_THRESHOLD_=65536, "
+                        "distributed.nanny.pre-spawn-environ) rather than the cluster bgdask starts")
     return p
+
+
+#: Set by --dask-malloc: local_cluster makes a plain LocalCluster.
+_PLAIN_CLUSTER = False
+
+
+def plain_cluster() -> bool:
+    """Whether --dask-malloc asked for a plain LocalCluster."""
+    return _PLAIN_CLUSTER
 
 
 def apply_common(args) -> None:
     """Settings every benchmark takes from the common options."""
-    if getattr(args, "glibc_malloc", False):
-        import dask.config
-
-        dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None})
-        print("workers start without MALLOC_TRIM_THRESHOLD_ (glibc's dynamic malloc thresholds)")
+    global _PLAIN_CLUSTER
+    if getattr(args, "dask_malloc", False):
+        _PLAIN_CLUSTER = True
+        print("a plain LocalCluster: workers with Dask's MALLOC_TRIM_THRESHOLD_=65536")
 
 
 def banner(title: str) -> None:
@@ -140,24 +149,33 @@ def fresh(path: Path) -> Path:
 
 @contextlib.contextmanager
 def local_cluster(n_workers: int = 2, threads: int = 1, memory_limit="6GB", dashboard: bool = True):
-    """A LocalCluster of processes on 127.0.0.1 and its Client."""
+    """A local cluster of processes on 127.0.0.1 and its Client: the one
+    ``bgdask match`` starts (bgdask.cluster.connect: its workers without
+    Dask's MALLOC_TRIM_THRESHOLD_, its worker preload), or with
+    ``--dask-malloc`` a plain LocalCluster, as one's own would be."""
+    import contextlib
     import logging
 
     from distributed import Client, LocalCluster
 
-    cluster = LocalCluster(n_workers=n_workers, threads_per_worker=threads, processes=True,
-                           host="127.0.0.1", dashboard_address="127.0.0.1:0" if dashboard else None,
-                           memory_limit=memory_limit, silence_logs=logging.ERROR)
-    client = Client(cluster)
-    try:
+    from bgdask.cluster import ClusterOptions, connect
+
+    with contextlib.ExitStack() as stack:
+        if _PLAIN_CLUSTER:
+            cluster = stack.enter_context(LocalCluster(
+                n_workers=n_workers, threads_per_worker=threads, processes=True, host="127.0.0.1",
+                dashboard_address="127.0.0.1:0" if dashboard else None, memory_limit=memory_limit,
+                silence_logs=logging.ERROR))
+            client = stack.enter_context(Client(cluster))
+        else:
+            client = stack.enter_context(connect(ClusterOptions(
+                workers=n_workers, threads_per_worker=threads, memory_limit=memory_limit, dashboard=dashboard)))
         client.wait_for_workers(n_workers)
         trim = set(client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_", "unset")).values())
-        print(f"cluster: {n_workers} worker(s) x {threads} thread(s) on 127.0.0.1; "
+        print(f"cluster: {n_workers} worker(s) x {threads} thread(s) on 127.0.0.1 "
+              f"({'a plain LocalCluster' if _PLAIN_CLUSTER else 'as bgdask starts it'}); "
               f"workers' MALLOC_TRIM_THRESHOLD_: {', '.join(sorted(trim))}")
         yield client
-    finally:
-        client.close()
-        cluster.close()
 
 
 def warm_workers(client) -> None:

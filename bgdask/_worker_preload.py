@@ -3,7 +3,12 @@
 * ``dask_setup`` (a worker preload, local clusters): workers ignore SIGINT.
   Ctrl-C in a terminal reaches the whole process group; the bgdask process
   shuts its local workers down itself, so they must not die with a
-  traceback of their own first.
+  traceback of their own first. And each worker, as it starts, imports the
+  stages and loads the kernels from numba's cache in a thread of its own
+  (while the client opens the warps and creates the store), rather than in
+  its first task; only where the kernels' warm-up has left its stamps
+  (:func:`bgdask.kernels.warm.is_warm`), so that workers do not compile
+  them all at once ahead of any task.
 * :class:`QuietExpectedErrors` (a worker plugin, every cluster): a task that
   raises one of bgdask's own errors (a bad file, a visit with no overlap)
   is not logged by the worker as "Compute Failed" with a traceback: the
@@ -16,10 +21,30 @@ from __future__ import annotations
 
 import logging
 import signal
+import threading
 
 
 def dask_setup(worker) -> None:  # noqa: ARG001 - the preload protocol passes the worker
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=load_kernels, name="bgdask-load-kernels", daemon=True).start()
+
+
+def load_kernels() -> bool:
+    """Import bgdask's stages and, if every part of the kernels is in numba's
+    cache, load them (a task that needs them meanwhile waits for the same
+    import, or for numba's compiler lock, under which a kernel another thread
+    has loaded is found, not loaded again). True if loaded."""
+    try:
+        import bgdask.stages  # noqa: F401
+        from bgdask.kernels import warm
+
+        if not all(warm.is_warm(part) for part in warm.PARTS):
+            return False
+        warm.warm_up()
+        return True
+    except Exception:  # noqa: BLE001 - only time is at stake: the first task loads what is missing
+        logging.getLogger("bgdask").debug("loading the kernels ahead of the first task failed", exc_info=True)
+        return False
 
 
 def _expected_error_names() -> set[str]:

@@ -42,6 +42,7 @@ from typing import Any, Iterator
 
 import dask
 
+from bgdask.config import setting_flag
 from bgdask.errors import BgdaskError
 
 __all__ = [
@@ -162,16 +163,8 @@ def check_scheduler_address(address: str | None) -> str | None:
 
 
 def _configured_dashboard() -> bool:
-    """``bgdask.dashboard`` of Dask's configuration (a bool, or a string such
-    as ``DASK_BGDASK__DASHBOARD=false`` gives)."""
-    value = dask.config.get("bgdask.dashboard", True)
-    if value is None:           # an empty `dashboard:` in a YAML file: the default
-        return True
-    if isinstance(value, str):
-        if value.strip().lower() not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
-            raise ClusterError(f"bgdask.dashboard must be true or false, got {value!r}")
-        return value.strip().lower() in ("true", "1", "yes", "on")
-    return bool(value)
+    """``bgdask.dashboard`` of Dask's configuration (bgdask.yaml: true)."""
+    return setting_flag("dashboard", True, ClusterError)
 
 
 def _is_loopback(host: str | None) -> bool:
@@ -293,6 +286,30 @@ def _jobqueue_kwargs(options: ClusterOptions) -> tuple[dict[str, Any], dict[str,
     return job, scheduler_options
 
 
+#: What a local worker's nanny reads from Dask's configuration as it is made
+#: (also for a worker ``--adapt`` adds later): bgdask's worker preload
+#: (:mod:`bgdask._worker_preload`), and no MALLOC_TRIM_THRESHOLD_: Dask's
+#: 65536 makes every large NumPy temporary page-fault in afresh, a third of
+#: the workers' CPU time (round one; ``python benchmarks/bench_pipeline.py``
+#: against ``--dask-malloc``). A value in this process's environment still
+#: wins (Dask's rule; a plain LocalCluster started before leaves one there).
+_LOCAL_WORKER_CONFIG = {"distributed.worker.preload": ["bgdask._worker_preload"],
+                        "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
+
+
+def _local_nanny_class():
+    from distributed import Nanny
+
+    class LocalNanny(Nanny):
+        """A nanny made under :data:`_LOCAL_WORKER_CONFIG`."""
+
+        def __init__(self, *args, **kwargs):
+            with dask.config.set(_LOCAL_WORKER_CONFIG):
+                super().__init__(*args, **kwargs)
+
+    return LocalNanny
+
+
 def _make_local(options: ClusterOptions):
     from distributed import LocalCluster
 
@@ -318,13 +335,7 @@ def _make_local(options: ClusterOptions):
     if options.local_directory is not None:
         kwargs["local_directory"] = options.local_directory
     try:
-        # the nanny hands its configuration to the worker process it starts
-        # Dask's MALLOC_TRIM_THRESHOLD_=65536 makes every large NumPy temporary
-        # page-fault in afresh: a third of the workers' CPU time (round one,
-        # `python benchmarks/bench_pipeline.py --glibc-malloc` against the default)
-        with dask.config.set({"distributed.worker.preload": ["bgdask._worker_preload"],
-                              "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
-            return LocalCluster(**kwargs)
+        return LocalCluster(worker_class=_local_nanny_class(), **kwargs)
     except Exception as exc:
         raise ClusterError(f"could not start the local Dask cluster: {exc}") from exc
 

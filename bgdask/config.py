@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import numbers
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
+
 from ._safeio import load_yaml, read_text
 from .errors import ConfigError
 from .kernels import DEFAULT_SMOOTHNESS, EXTRAPOLATIONS, MAX_PARTNERS, PLACEMENTS, SOLVERS, STATISTICS, STYLES
 
-__all__ = ["MatchConfig", "STATISTICS", "INTERPOLATIONS", "EXTRAPOLATIONS", "METHODS"]
+__all__ = ["MatchConfig", "STATISTICS", "INTERPOLATIONS", "EXTRAPOLATIONS", "METHODS", "setting_flag"]
 
 #: The interpolation styles (owned, like STATISTICS and EXTRAPOLATIONS, by bgdask.kernels).
 INTERPOLATIONS = STYLES
@@ -324,3 +327,25 @@ def _choice(name, v, choices, upper=False):
     if vv not in choices:
         raise ConfigError(f"config field {name!r} must be one of {list(choices)}, got {_short(repr(v))}")
     return vv
+
+
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+def setting_flag(name: str, default: bool, error: type[Exception] = ConfigError) -> bool:
+    """A true-or-false setting of bgdask's Dask configuration (``bgdask.NAME``,
+    bgdask.yaml): a bool or 0 / 1, or a string as an environment variable
+    may leave it (Dask turns ``true`` and ``false`` into bools, but keeps
+    ``off``, ``no`` or ``yes`` strings, which are all truthy). An empty value
+    (None in YAML, an empty string in the environment) is the default;
+    anything else raises ``error`` naming the setting."""
+    import dask.config
+
+    value = dask.config.get(f"bgdask.{name}", default)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return default
+    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+        return value.strip().lower() in _TRUE
+    if isinstance(value, (bool, np.bool_, numbers.Real)) and value in (0, 1):   # also 1.0, numpy's bools
+        return bool(value)
+    raise error(f"bgdask.{name} must be true or false, got {_short(repr(value))}")

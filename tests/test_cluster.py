@@ -118,6 +118,26 @@ def test_local_cluster_without_dashboard():
         assert client.submit(operator.add, 1, 2).result() == 3
 
 
+def _worker_setup() -> tuple:
+    import signal
+
+    return os.environ.get("MALLOC_TRIM_THRESHOLD_"), signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+
+
+def test_local_workers_added_later_are_set_up_as_the_first(monkeypatch):
+    """Every local worker, also one --adapt starts once there is work, runs
+    bgdask's preload (SIGINT ignored) without Dask's MALLOC_TRIM_THRESHOLD_.
+    (Dask's nanny sets the variable in its own process's environment, where
+    later workers inherit it: a plain LocalCluster started earlier by this
+    test process leaves it there.)"""
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    with connect(ClusterOptions(adapt=(0, 1), threads_per_worker=1, dashboard=False)) as client:
+        assert not client.scheduler_info()["workers"]
+        assert client.submit(_worker_setup, pure=False).result(timeout=120) == (None, True)
+    with connect(ClusterOptions(workers=1, threads_per_worker=1, dashboard=False)) as client:
+        assert client.submit(_worker_setup, pure=False).result(timeout=120) == (None, True)
+
+
 @pytest.mark.parametrize("configured, expected", [(True, True), (False, False), ("false", False),
                                                   ("True", True), ("off", False), ("1", True), (None, True)])
 def test_dashboard_follows_the_configuration_unless_given(configured, expected):

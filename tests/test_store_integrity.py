@@ -27,6 +27,7 @@ import time
 import warnings
 from pathlib import Path
 
+import dask.config
 import numpy as np
 import pytest
 import zarr
@@ -34,8 +35,8 @@ from distributed import LocalCluster
 
 import bgdask
 from bgdask import match_backgrounds, testing
-from bgdask.config import MatchConfig
-from bgdask.errors import DamagedStoreError, StaleLockWarning, StoreLockedError
+from bgdask.config import MatchConfig, setting_flag
+from bgdask.errors import ConfigError, DamagedStoreError, StaleLockWarning, StoreLockedError
 from bgdask.io.store import Store
 from bgdask.pipeline import prepare
 
@@ -86,6 +87,42 @@ def test_lock_is_released_when_the_run_fails(small_tract, tmp_path):
         bgdask.pipeline.run(p, scheduler="sync")
     assert not lock_file(out).exists()
     prepare(small_tract / "manifest.csv", out, overwrite=True).release()
+
+
+@pytest.mark.parametrize("setting", [False, "false", "False", "no", "0", "off"])
+def test_the_lock_can_be_turned_off(small_tract, tmp_path, setting):
+    """bgdask.store-lock: false, as YAML, Python or DASK_BGDASK__STORE_LOCK=false
+    (a string) give it: no lock file, and a second run is not refused."""
+    out = tmp_path / "out.zarr"
+    with dask.config.set({"bgdask.store-lock": setting}):
+        first = prepare(small_tract / "manifest.csv", out)
+        try:
+            assert not lock_file(out).exists()
+            prepare(small_tract / "manifest.csv", out, overwrite=True).release()
+        finally:
+            first.release()
+
+
+def test_a_lock_setting_that_is_no_flag_is_refused(small_tract, tmp_path):
+    out = tmp_path / "out.zarr"
+    with dask.config.set({"bgdask.store-lock": "sometimes"}):
+        with pytest.raises(ConfigError, match="bgdask.store-lock must be true or false, got 'sometimes'"):
+            prepare(small_tract / "manifest.csv", out)
+    assert not out.exists() and not lock_file(out).exists()
+
+
+def test_setting_flags_read_every_form_the_configuration_gives():
+    for empty in (None, "", " "):
+        with dask.config.set({"bgdask.store-lock": empty}):
+            assert setting_flag("store-lock", True) is True and setting_flag("store-lock", False) is False
+    for value, expected in [(True, True), (1, True), (1.0, True), (np.True_, True), ("TRUE", True),
+                            (" on ", True), ("yes", True), (False, False), (0, False), (np.int64(0), False),
+                            ("False", False), ("off", False), ("no", False)]:
+        with dask.config.set({"bgdask.store-lock": value}):
+            assert setting_flag("store-lock", True) is expected, value
+    for value in (2, 0.5, "maybe", [True]):
+        with dask.config.set({"bgdask.store-lock": value}), pytest.raises(ConfigError, match="store-lock"):
+            setting_flag("store-lock", True)
 
 
 def test_stale_lock_is_taken_over_with_a_warning(small_tract, tmp_path):

@@ -158,3 +158,35 @@ def test_a_stamp_holds_what_the_cache_depends_on():
     kernels = Path(warm.__file__).parent
     assert stamp["sources"] == [[p.name, p.stat().st_mtime_ns, p.stat().st_size] for p in sorted(kernels.glob("*.py"))]
     assert {"stats.py", "pixels.py", "centroid.py", "interp.py"} <= {name for name, _, _ in stamp["sources"]}
+
+
+def test_local_workers_load_the_kernels_as_they_start():
+    """With the kernels in numba's cache (the session's warm-up), a local
+    worker loads them in a thread of its own as it starts, before any task."""
+    import time
+
+    from bgdask.cluster import ClusterOptions, connect
+
+    assert all(warm.is_warm(part) for part in PARTS)
+    with connect(ClusterOptions(workers=1, threads_per_worker=1, dashboard=False)) as client:
+        deadline = time.monotonic() + 60
+        while not all(client.run(lambda: __import__("bgdask.kernels.warm").kernels.warm._WARM).values()):
+            assert time.monotonic() < deadline, "the worker did not load the kernels"
+            time.sleep(0.1)
+        loaded = client.run(lambda: sorted(__import__("sys").modules.keys() & {"bgdask.stages"}))
+        assert all(mods == ["bgdask.stages"] for mods in loaded.values()), loaded
+
+
+def test_workers_load_the_kernels_only_from_the_cache(monkeypatch):
+    """The workers' loading never compiles: without every part's stamp it
+    loads nothing (the first task compiles, as without it)."""
+    from bgdask import _worker_preload
+
+    calls = []
+    monkeypatch.setattr(warm, "_WARM", False)
+    monkeypatch.setattr(warm, "exercise", lambda part=None: calls.append(part))
+    monkeypatch.setattr(warm, "is_warm", lambda part: part != "others")
+    assert _worker_preload.load_kernels() is False and calls == []
+    monkeypatch.setattr(warm, "is_warm", lambda part: True)
+    assert _worker_preload.load_kernels() is True and calls == [None]
+    assert _worker_preload.load_kernels() is True and calls == [None]   # once per process

@@ -490,9 +490,9 @@ class Store:
         """Take the exclusive lock of a run writing the store at ``path``
         (None when dask config ``bgdask.store-lock`` is false). Raises
         StoreLockedError naming the holder when another run has it."""
-        import dask.config
+        from ..config import setting_flag
 
-        if not dask.config.get("bgdask.store-lock", True):
+        if not setting_flag("store-lock", True):
             return None
         return StoreLock.acquire(path, cls.lock_path(path))
 
