@@ -53,8 +53,12 @@ is a window). Every pixel is handled once, not once per window:
 
 1. A value grid of up to ``_NBINS`` bins is placed on the 1st-99th
    percentile range of a sparse sample of the image (bin 0 and bin nb + 1
-   take what falls below and above; the grid only affects speed, never
-   results).
+   take what falls below and above). The grid decides speed, and the last
+   bits of the sums, which are taken about the bins' centres: on a
+   1024 x 2100 block of a simulated warp, 256 or 64 bins instead of 512
+   change S by at most 2.2e-16 and V by 4.3e-15 relative, N not at all. The
+   grid is a function of the image and its windows, so the same input gives
+   the same bits.
 2. Each cell's counted pixels are bucketed by bin (a counting sort), and per
    bin the sums of ``x - z`` and ``(x - z)**2`` about the bin centre ``z``
    are kept. Cell rows are built as windows need them, in a small ring.
@@ -247,7 +251,8 @@ def _bin(x, lo, inv, nbf):
 @njit(**_JIT)
 def _grid_range(image, bad, nb):
     """(lo, hi) of the value grid: 1st to 99th percentile of a regular sample
-    of counted pixels, widened by 5 % each side. Only speed depends on it."""
+    of counted pixels, widened by 5 % each side. Speed, and the sums' last
+    bits, depend on it."""
     h, w = image.shape
     sy = max(h // 64, 1)
     sx = max(w // 64, 1)
