@@ -153,7 +153,6 @@ def local_cluster(n_workers: int = 2, threads: int = 1, memory_limit="6GB", dash
     ``bgdask match`` starts (bgdask.cluster.connect: its workers without
     Dask's MALLOC_TRIM_THRESHOLD_, its worker preload), or with
     ``--dask-malloc`` a plain LocalCluster, as one's own would be."""
-    import contextlib
     import logging
 
     from distributed import Client, LocalCluster
@@ -185,13 +184,9 @@ def warm_workers(client) -> None:
     def warm():
         import bgdask.pipeline  # noqa: F401
         import bgdask.stages  # noqa: F401
-        from bgdask.background import image_stats
-        from bgdask.config import MatchConfig
-        from bgdask.geometry import Box
+        from bgdask.kernels.warm import warm_up
 
-        img = np.random.default_rng(0).normal(size=(300, 300)).astype(np.float32)
-        bad = np.zeros(img.shape, bool)
-        image_stats(img, bad, Box(0, 0, 300, 300), (2, 2), MatchConfig())
+        warm_up()   # every kernel, for every argument type the stages give it
         return os.getpid()
 
     client.run(warm)

@@ -112,7 +112,7 @@ class ClusterOptions:
 
     def __post_init__(self) -> None:
         if self.dashboard is None:
-            self.dashboard = _configured_dashboard()
+            self.dashboard = setting_flag("dashboard", True, ClusterError)   # bgdask.yaml: true
         if self.kind not in KINDS:
             raise ClusterError(f"unknown cluster kind {self.kind!r}; choose one of {', '.join(KINDS)}")
         if self.adapt is not None:
@@ -160,11 +160,6 @@ def check_scheduler_address(address: str | None) -> str | None:
     if not host or not isinstance(port, int) or not 1 <= port <= 65535:
         raise ClusterError(f"--scheduler {text!r}: needs a host and a port from 1 to 65535; {expected}")
     return text
-
-
-def _configured_dashboard() -> bool:
-    """``bgdask.dashboard`` of Dask's configuration (bgdask.yaml: true)."""
-    return setting_flag("dashboard", True, ClusterError)
 
 
 def _is_loopback(host: str | None) -> bool:

@@ -163,7 +163,7 @@ class _AkimaSpline:
         t[ind] = m[(x_ind + 1,) + y_ind] + ((f2[ind] / f12[ind]) * (m[(x_ind + 2,) + y_ind] - m[(x_ind + 1,) + y_ind]))
         if not np.isfinite(t).all():
             raise ValueError("`dydx` must contain only finite values.")
-        slope = np.diff(y, axis=0) / dxr
+        slope = m[2:-2]            # scipy's CubicHermiteSpline computes it again: the same bits
         tt = (t[:-1] + t[1:] - 2 * slope) / dxr
         self.x = x
         self.c = np.stack((tt / dxr, (slope - t[:-1]) / dxr - tt, t[:-1], y[:-1]))   # C-contiguous
@@ -187,7 +187,12 @@ def _ppoly_eval(c, x, xq, nu, out):
     k, _, m = c.shape
     nx = x.shape[0]
     z = np.empty(k)
-    f = np.empty(k)
+    f = np.empty(k)       # j!/(j-nu)!, the same for every query
+    for kp in range(k):
+        prefactor = 1.0
+        for kk in range(kp, kp - nu, -1):
+            prefactor *= kk
+        f[kp] = prefactor
     for ip in range(xq.shape[0]):
         xv = xq[ip]
         if not (x[0] <= xv <= x[nx - 1]):
@@ -214,10 +219,6 @@ def _ppoly_eval(c, x, xq, nu, out):
         zz = 1.0
         for kp in range(k):
             z[kp] = zz
-            prefactor = 1.0
-            for kk in range(kp, kp - nu, -1):
-                prefactor *= kk
-            f[kp] = prefactor
             if kp < k - 1 and kp >= nu:
                 zz *= s
         for jp in range(m):
